@@ -1,0 +1,45 @@
+//! `GET /api/v1/events?after=SEQ`: visible events after a seq, for clients that poll.
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::Caller;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/events", get(events)).route("/api/v1/audit/verify", get(verify))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn events(
+    State(app): State<AppState>,
+    Caller(me, _): Caller,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let after = q.after.unwrap_or(0);
+    let events = app.hub.events_after(&me, after, q.limit).await?;
+    let last = events.last().map(|e| e.seq).unwrap_or(after);
+    Ok(Json(json!({ "events": events, "last_seq": last })))
+}
+
+/// For auditors and admins: walks the hash chain and reports whether it is intact,
+/// without showing any incident content.
+async fn verify(State(app): State<AppState>, Caller(me, _): Caller) -> ApiResult<Json<Value>> {
+    use crate::directory::Role;
+    if !(me.has_role(Role::Auditor) || me.has_role(Role::Admin)) {
+        return Err(ApiError::Forbidden("only auditors and admins verify the audit trail".into()));
+    }
+    let report = app.hub.store.verify_chain().await?;
+    Ok(Json(json!({ "intact": report.broken_at.is_none(), "report": report })))
+}

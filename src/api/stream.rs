@@ -1,0 +1,262 @@
+//! `GET /api/v1/stream?after=SEQ`: the live feed over WebSocket.
+//!
+//! Gap-free resume (promise 4): the client subscribes to the node's feed *before* reading
+//! its backlog from the store, so every event committed after the backlog query is in
+//! the subscription; events seen twice (in both) are skipped by seq.
+//!
+//! A slow client is never silently dropped from the feed: when it falls more than the
+//! feed's buffer behind, or a write stalls, it is closed with code 4008 and a reason
+//! naming the seq to resume after.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::ORIGIN;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{Caller, Credential};
+use crate::domain::principal::Principal;
+use crate::domain::visibility::{self, may_see};
+use crate::telemetry::names;
+
+/// Close code for a client whose buffer overflowed (4000–4999 are the application's).
+pub const CLOSE_SLOW: u16 = 4008;
+/// Close code when the hub shuts down (1012: service restart).
+pub const CLOSE_RESTART: u16 = 1012;
+/// A write that takes longer than this means the client is not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKLOG_BATCH: u32 = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/stream", get(upgrade))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    after: Option<i64>,
+}
+
+async fn upgrade(
+    State(app): State<AppState>,
+    Caller(me, credential): Caller,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("after", e.body_text()))?;
+    if q.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::invalid("after", "`after` must be a seq (0 or more)"));
+    }
+    // A cookie rides along with any page's request: only our own pages may use it to
+    // open the stream (cross-site WebSocket hijacking).
+    if credential == Credential::Cookie {
+        let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("");
+        if !app.allowed_origins.iter().any(|o| o == origin) {
+            return Err(ApiError::Forbidden("this Origin may not open the stream with a session cookie".into()));
+        }
+    }
+    let limit = app.settings.limits.ws_max_message_bytes;
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .on_upgrade(move |socket| async move {
+            metrics::gauge!(names::CLIENTS).increment(1.0);
+            serve(socket, app, me, q.after).await;
+            metrics::gauge!(names::CLIENTS).decrement(1.0);
+        }))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Sends one message, failing if the client does not take it in time.
+async fn send(sink: &mut Sink, message: Message) -> Result<(), ()> {
+    match timeout(WRITE_TIMEOUT, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn close(sink: &mut Sink, code: u16, reason: String) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+    let _ = timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+}
+
+async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i64>) {
+    let keys = visibility::viewer_keys(&me);
+    // Subscribe first: see the module docs.
+    let mut feed = app.feed.subscribe();
+    let (mut sink, mut incoming) = socket.split();
+
+    // `last` is the highest seq handled (sent or skipped); `sent` the last one sent.
+    let mut last = match after {
+        Some(a) => a,
+        None => match app.hub.store.head_seq().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream could not read the head");
+                close(&mut sink, 1011, "store unavailable; retry".into()).await;
+                return;
+            }
+        },
+    };
+    if after.is_some() {
+        loop {
+            let batch = match app.hub.events_after(&me, last, Some(BACKLOG_BATCH)).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream could not read the backlog");
+                    close(&mut sink, 1011, format!("store unavailable; resume after seq {last}")).await;
+                    return;
+                }
+            };
+            let n = batch.len();
+            for event in batch {
+                let Ok(text) = serde_json::to_string(&event) else { continue };
+                if send(&mut sink, Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+                metrics::counter!(names::EVENTS_STREAMED).increment(1);
+                last = event.seq;
+            }
+            if n < BACKLOG_BATCH as usize {
+                break;
+            }
+        }
+    }
+    let mut sent = last;
+    let live = json!({ "type": "stream.live", "seq": sent }).to_string();
+    if send(&mut sink, Message::Text(live.into())).await.is_err() {
+        return;
+    }
+
+    let ping_every = Duration::from_secs(app.settings.limits.ws_ping_seconds);
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut shutdown = app.shutdown.clone();
+
+    loop {
+        tokio::select! {
+            item = feed.recv() => match item {
+                Ok(item) => {
+                    if item.seq <= last {
+                        continue;
+                    }
+                    last = item.seq;
+                    if !may_see(&keys, &item.audience, item.only_for.as_deref(), &me.id) {
+                        continue;
+                    }
+                    if send(&mut sink, Message::Text(item.json.clone())).await.is_err() {
+                        metrics::counter!(names::SLOW_CLIENTS).increment(1);
+                        tracing::info!(client = %me.id, sent, "stream write stalled; dropping client");
+                        return;
+                    }
+                    metrics::counter!(names::EVENTS_STREAMED).increment(1);
+                    sent = item.seq;
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    metrics::counter!(names::SLOW_CLIENTS).increment(1);
+                    tracing::info!(client = %me.id, sent, missed, "stream client too slow; closing");
+                    close(&mut sink, CLOSE_SLOW, format!("slow consumer; resume after seq {sent}")).await;
+                    return;
+                }
+                Err(RecvError::Closed) => {
+                    close(&mut sink, CLOSE_RESTART, format!("hub stopping; resume after seq {sent}")).await;
+                    return;
+                }
+            },
+            message = incoming.next() => {
+                last_heard = Instant::now();
+                match message {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(text))) => {
+                        let reply = client_message(&app, &me, text.as_str()).await;
+                        if send(&mut sink, Message::Text(reply.to_string().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let reply = json!({"type": "error", "code": "binary_unsupported", "message": "send JSON text frames"});
+                        if send(&mut sink, Message::Text(reply.to_string().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {} // ping (answered by the library) or pong
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > ping_every * 3 {
+                    tracing::info!(client = %me.id, "stream client silent; closing");
+                    close(&mut sink, 1001, format!("no answer to pings; resume after seq {sent}")).await;
+                    return;
+                }
+                if send(&mut sink, Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => {
+                close(&mut sink, CLOSE_RESTART, format!("hub restarting; resume after seq {sent}")).await;
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    incident: Option<String>,
+}
+
+/// Handles one message from the client and returns the reply.
+async fn client_message(app: &AppState, me: &Principal, text: &str) -> serde_json::Value {
+    let error = |code: &str, message: &str| json!({ "type": "error", "code": code, "message": message });
+    let Ok(message) = serde_json::from_str::<ClientMessage>(text) else {
+        return error("bad_message", r#"expected {"type":"ack","incident":"<id>"}"#);
+    };
+    if message.kind != "ack" {
+        return error("unknown_type", "the only message a client sends is {\"type\":\"ack\",…}");
+    }
+    let Some(id) = message.incident.as_deref().and_then(|i| uuid::Uuid::parse_str(i).ok()) else {
+        return error("not_found", "no such incident");
+    };
+    match app.hub.acknowledge(me, id, "stream").await {
+        Ok(result) => json!({
+            "type": "ack.result",
+            "incident": id,
+            "result": if result.newly_acknowledged { "acknowledged" } else { "already_acknowledged" },
+        }),
+        Err(e) => {
+            let api: ApiError = e.into();
+            let (code, message) = match api {
+                ApiError::NotFound => ("not_found", "no such incident".to_string()),
+                ApiError::Forbidden(m) => ("forbidden", m),
+                ApiError::Conflict { code, message } => (code, message),
+                ApiError::Internal(e) => {
+                    tracing::error!(error = ?e, "stream ack failed");
+                    ("internal", "internal error; it has been logged".to_string())
+                }
+                _ => ("invalid", "the ack could not be recorded".to_string()),
+            };
+            json!({ "type": "error", "code": code, "message": message, "incident": id })
+        }
+    }
+}

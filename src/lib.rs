@@ -1,0 +1,39 @@
+//! focalpoint — the alerting hub of the ASEAN–China emergency focal-point network.
+//!
+//! A duty officer raises an incident; the hub stores it, fans it out to the focal points of
+//! every addressed party, tracks per-party acknowledgement and escalates on timers. The
+//! design (domain, promises, public contract) is `DESIGN.md` in the shared folder; the
+//! README is for users and operators.
+//!
+//! # Map of the crate
+//!
+//! Dependencies point inward: `api`, `cli` → `commands` → `domain`; only `store` speaks
+//! SQL and only `bus` and `store` talk to servers.
+//!
+//! | module | responsibility |
+//! | --- | --- |
+//! | [`config`] | layered configuration: `config/focalpoint.toml` + `FOCALPOINT__SECTION__KEY` |
+//! | [`telemetry`] | tracing subscriber and the Prometheus recorder |
+//! | [`directory`] | the network file: parties, fields, focal points, escalation policies |
+//! | [`domain`] | incidents, events, principals and the one visibility function (TLP) |
+//! | [`commands`] | what a principal may do: raise, acknowledge, note, resolve, cancel |
+//! | [`store`] | the `Store` trait and its SQLite backend: event log, state, timers, outbox |
+//! | [`bus`] | "new events up to seq N" between the store and the live feeds |
+//! | [`feed`] | per-node fan-out of new events to WebSocket clients, filtered per viewer |
+//! | [`auth`] | tokens, passwords, sessions, sign-in rate limiting |
+//! | [`api`] | the HTTP/WebSocket contract (`/api/v1/…`, health, metrics, dashboard) |
+//! | [`cli`] | the `focalpoint` subcommands |
+//! | [`startup`] | wiring: opens the store, starts the background tasks, serves |
+
+pub mod api;
+pub mod auth;
+pub mod bus;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod directory;
+pub mod domain;
+pub mod feed;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,68 @@
+//! Logs and metrics, kept out of `main` so tests and the binary set them up the same way.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogSettings;
+
+/// Installs the global tracing subscriber once; later calls are no-ops (tests start
+/// many hubs in one process).
+pub fn init_logging(settings: &LogSettings) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let filter = EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&settings.filter))
+            .unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let _ = if settings.format == "json" {
+            builder.json().try_init()
+        } else {
+            builder.try_init()
+        };
+    });
+}
+
+/// The process-wide Prometheus recorder. The `metrics` facade has one global recorder,
+/// so every hub in a process (tests start several) shares it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; then ours just renders nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            describe_metrics();
+            handle
+        })
+        .clone()
+}
+
+/// Names of every metric the hub records, with their HELP text.
+pub mod names {
+    pub const INCIDENTS_RAISED: &str = "focalpoint_incidents_raised_total";
+    pub const ACKS: &str = "focalpoint_acknowledgements_total";
+    pub const EVENTS_STREAMED: &str = "focalpoint_events_streamed_total";
+    pub const CLIENTS: &str = "focalpoint_stream_clients";
+    pub const SLOW_CLIENTS: &str = "focalpoint_stream_slow_clients_closed_total";
+    pub const HTTP_LATENCY: &str = "focalpoint_http_request_duration_seconds";
+    pub const SIGNIN_FAILURES: &str = "focalpoint_signin_failures_total";
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(names::INCIDENTS_RAISED, "Incidents raised (new incidents, not dedup hits)");
+    describe_counter!(names::ACKS, "Party acknowledgements recorded (not repeated acks)");
+    describe_counter!(names::EVENTS_STREAMED, "Events sent to WebSocket clients");
+    describe_gauge!(names::CLIENTS, "WebSocket clients connected to this node");
+    describe_counter!(names::SLOW_CLIENTS, "WebSocket clients closed because their buffer overflowed");
+    describe_histogram!(names::HTTP_LATENCY, metrics::Unit::Seconds, "HTTP request latency by route and status");
+    describe_counter!(names::SIGNIN_FAILURES, "Failed or rate-limited sign-ins");
+}
