@@ -63,7 +63,10 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { url: "sqlite://data/focalpoint.db".into(), sqlite_synchronous: "normal".into() }
+        Self {
+            url: "sqlite://data/focalpoint.db".into(),
+            sqlite_synchronous: "normal".into(),
+        }
     }
 }
 
@@ -83,7 +86,9 @@ pub struct NetworkSettings {
 
 impl Default for NetworkSettings {
     fn default() -> Self {
-        Self { file: PathBuf::from("config/network.toml") }
+        Self {
+            file: PathBuf::from("config/network.toml"),
+        }
     }
 }
 
@@ -183,7 +188,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: "text".into(), filter: "info".into() }
+        Self {
+            format: "text".into(),
+            filter: "info".into(),
+        }
     }
 }
 
@@ -199,8 +207,9 @@ impl Settings {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("FOCALPOINT__").split("__"));
-        let mut settings: Settings =
-            figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         if let Some(network) = network {
             settings.network.file = network.to_path_buf();
         }
@@ -211,7 +220,10 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
-            anyhow::bail!("store.url must start with sqlite:// or postgres://, got {:?}", self.store.url);
+            anyhow::bail!(
+                "store.url must start with sqlite:// or postgres://, got {:?}",
+                self.store.url
+            );
         }
         if !matches!(self.store.sqlite_synchronous.as_str(), "normal" | "full") {
             anyhow::bail!("store.sqlite_synchronous must be `normal` or `full`");
@@ -239,16 +251,22 @@ impl Settings {
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|_| anyhow::anyhow!("server.listen {:?} is not an address like 127.0.0.1:8080", self.server.listen))
+        self.server.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "server.listen {:?} is not an address like 127.0.0.1:8080",
+                self.server.listen
+            )
+        })
     }
 
     /// The origins allowed to open a cookie-authenticated WebSocket.
     pub fn allowed_origins(&self) -> Vec<String> {
-        let mut origins: Vec<String> =
-            self.server.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect();
+        let mut origins: Vec<String> = self
+            .server
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect();
         if let Some(origin) = origin_of(&self.server.public_url) {
             origins.push(origin);
         }
@@ -272,7 +290,10 @@ mod tests {
 
     #[test]
     fn origin_of_strips_path() {
-        assert_eq!(origin_of("https://hub.example.org/x/y").as_deref(), Some("https://hub.example.org"));
+        assert_eq!(
+            origin_of("https://hub.example.org/x/y").as_deref(),
+            Some("https://hub.example.org")
+        );
         assert_eq!(origin_of("nonsense"), None);
     }
 

@@ -38,11 +38,19 @@ const BATCH: u32 = 1000;
 
 impl Feed {
     /// Starts following the log from its current head.
-    pub async fn start(store: Arc<dyn Store>, bus: Arc<dyn Bus>, capacity: usize, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Arc<Feed>> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        capacity: usize,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Feed>> {
         let (tx, _) = broadcast::channel(capacity);
         let head = store.head_seq().await?;
         let (delivered_tx, delivered) = watch::channel(head);
-        let feed = Arc::new(Feed { tx: tx.clone(), delivered });
+        let feed = Arc::new(Feed {
+            tx: tx.clone(),
+            delivered,
+        });
         let mut wake = bus.subscribe();
         tokio::spawn(async move {
             let mut last = head;

@@ -15,7 +15,9 @@ pub fn init_logging(settings: &LogSettings) {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&settings.filter))
             .unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         let _ = if settings.format == "json" {
             builder.json().try_init()
         } else {
@@ -58,11 +60,24 @@ pub mod names {
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(names::INCIDENTS_RAISED, "Incidents raised (new incidents, not dedup hits)");
-    describe_counter!(names::ACKS, "Party acknowledgements recorded (not repeated acks)");
+    describe_counter!(
+        names::INCIDENTS_RAISED,
+        "Incidents raised (new incidents, not dedup hits)"
+    );
+    describe_counter!(
+        names::ACKS,
+        "Party acknowledgements recorded (not repeated acks)"
+    );
     describe_counter!(names::EVENTS_STREAMED, "Events sent to WebSocket clients");
     describe_gauge!(names::CLIENTS, "WebSocket clients connected to this node");
-    describe_counter!(names::SLOW_CLIENTS, "WebSocket clients closed because their buffer overflowed");
-    describe_histogram!(names::HTTP_LATENCY, metrics::Unit::Seconds, "HTTP request latency by route and status");
+    describe_counter!(
+        names::SLOW_CLIENTS,
+        "WebSocket clients closed because their buffer overflowed"
+    );
+    describe_histogram!(
+        names::HTTP_LATENCY,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route and status"
+    );
     describe_counter!(names::SIGNIN_FAILURES, "Failed or rate-limited sign-ins");
 }

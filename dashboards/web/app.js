@@ -13,7 +13,8 @@ import { acknowledge, toast } from './js/ui.js';
 const main = $('#main');
 let stream = null;
 let buffer = null; // events received before the snapshot is applied
-const rung = new Set();
+const rung = new Set();   // page alerts already rung (incident:step:loop)
+const seen = new Set();   // recent seqs, to drop duplicates without dropping a late lower seq
 
 // ---------------------------------------------------------------- connection indicator
 
@@ -28,6 +29,11 @@ function showConn(s, since) {
     : s === 'offline' ? 'The hub cannot be reached. The board may be out of date; it will catch up when the connection returns.'
       : 'Connection lost; reconnecting. Events will be caught up.';
   document.body.classList.toggle('stale', s === 'offline');
+  const note = $('#stale-note');
+  if (note) {
+    note.hidden = s !== 'offline' || !state.me;
+    note.textContent = since ? `Not connected to the hub since ${clock(since)}. This board may be out of date; it will catch up automatically when the connection returns.` : '';
+  }
 }
 
 // ---------------------------------------------------------------- session
@@ -90,6 +96,7 @@ function signedOut(message) {
   closeDetail();
   $('#top-actions').hidden = true;
   $('#page-banner').hidden = true;
+  seen.clear();
   showConn('offline', null);
   $('#conn-text').textContent = 'signed out';
   clear(main).append(signinView(message));
@@ -182,8 +189,10 @@ function onControl(msg) {
 }
 
 function onEvent(ev, meta) {
-  if (state.lastSeq !== null && ev.seq <= state.lastSeq) return; // already seen
-  state.lastSeq = ev.seq;
+  if (seen.has(ev.seq)) return;
+  seen.add(ev.seq);
+  if (seen.size > 5000) seen.delete(seen.values().next().value);
+  if (state.lastSeq === null || ev.seq > state.lastSeq) state.lastSeq = ev.seq;
   if (buffer) { buffer.push([ev, meta]); return; }
   applyEvent(ev, meta);
 }

@@ -14,7 +14,12 @@ use super::AppState;
 struct Assets;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(|| async { asset("index.html") })).route("/{*path}", get(|Path(path): Path<String>| async move { asset(&path) }))
+    Router::new()
+        .route("/", get(|| async { asset("index.html") }))
+        .route(
+            "/{*path}",
+            get(|Path(path): Path<String>| async move { asset(&path) }),
+        )
 }
 
 fn asset(path: &str) -> Response {
@@ -35,7 +40,7 @@ fn asset(path: &str) -> Response {
                     (header::CONTENT_TYPE, mime),
                     (header::CACHE_CONTROL, "no-cache"),
                     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                    (header::CONTENT_SECURITY_POLICY, "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+                    (header::CONTENT_SECURITY_POLICY, "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
                 ],
                 file.data,
             )

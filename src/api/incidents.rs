@@ -37,18 +37,29 @@ async fn raise(
     headers: HeaderMap,
     body: JsonBody<RaiseRequest>,
 ) -> ApiResult<Response> {
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "Idempotency-Key must be ASCII"))?),
-    };
+    let key =
+        match headers.get("idempotency-key") {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::invalid("Idempotency-Key", "Idempotency-Key must be ASCII")
+            })?),
+        };
     let raised = app.hub.raise(&me, &body.value, key, &body.raw).await?;
-    let status = if raised.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if raised.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut response = (status, Json(&raised.incident)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/incidents/{}", raised.incident.id)) {
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("/api/v1/incidents/{}", raised.incident.id))
+    {
         response.headers_mut().insert("location", location);
     }
     if raised.replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -71,7 +82,11 @@ async fn list(
     .into_response())
 }
 
-async fn get_one(State(app): State<AppState>, Caller(me, _): Caller, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_one(
+    State(app): State<AppState>,
+    Caller(me, _): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let (incident, timeline) = app.hub.incident(&me, incident_id(&id)?).await?;
     let mut body = serde_json::to_value(&incident).map_err(anyhow::Error::from)?;
     body["timeline"] = serde_json::to_value(timeline).map_err(anyhow::Error::from)?;
@@ -80,7 +95,11 @@ async fn get_one(State(app): State<AppState>, Caller(me, _): Caller, Path(id): P
 
 /// Optional JSON body of the actions; an empty body is allowed.
 fn optional_body<T: for<'de> Deserialize<'de> + Default>(raw: &[u8]) -> ApiResult<T> {
-    if raw.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(raw) }
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(raw)
+    }
 }
 
 async fn ack(
@@ -91,12 +110,20 @@ async fn ack(
 ) -> ApiResult<Response> {
     let id = incident_id(&id)?;
     let _: EmptyBody = optional_body(&body)?;
-    let via = if credential == Credential::Cookie { "web" } else { "api" };
+    let via = if credential == Credential::Cookie {
+        "web"
+    } else {
+        "api"
+    };
     let result = app.hub.acknowledge(&me, id, via).await?;
     let mut response = Json(&result.incident).into_response();
     response.headers_mut().insert(
         "ack-result",
-        HeaderValue::from_static(if result.newly_acknowledged { "acknowledged" } else { "already_acknowledged" }),
+        HeaderValue::from_static(if result.newly_acknowledged {
+            "acknowledged"
+        } else {
+            "already_acknowledged"
+        }),
     );
     Ok(response)
 }
@@ -111,9 +138,17 @@ struct NoteBody {
     text: Option<String>,
 }
 
-async fn note(State(app): State<AppState>, Caller(me, _): Caller, Path(id): Path<String>, body: JsonBody<NoteBody>) -> ApiResult<Response> {
+async fn note(
+    State(app): State<AppState>,
+    Caller(me, _): Caller,
+    Path(id): Path<String>,
+    body: JsonBody<NoteBody>,
+) -> ApiResult<Response> {
     let id = incident_id(&id)?;
-    let text = body.value.text.ok_or_else(|| ApiError::invalid("text", "`text` is required"))?;
+    let text = body
+        .value
+        .text
+        .ok_or_else(|| ApiError::invalid("text", "`text` is required"))?;
     Ok(Json(app.hub.add_note(&me, id, &text).await?).into_response())
 }
 
@@ -123,16 +158,37 @@ struct CloseBody {
     reason: Option<String>,
 }
 
-async fn resolve(State(app): State<AppState>, Caller(me, _): Caller, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<Response> {
+async fn resolve(
+    State(app): State<AppState>,
+    Caller(me, _): Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     close(app, me, &id, &body, IncidentState::Resolved).await
 }
 
-async fn cancel(State(app): State<AppState>, Caller(me, _): Caller, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<Response> {
+async fn cancel(
+    State(app): State<AppState>,
+    Caller(me, _): Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     close(app, me, &id, &body, IncidentState::Cancelled).await
 }
 
-async fn close(app: AppState, me: crate::domain::principal::Principal, id: &str, body: &[u8], state: IncidentState) -> ApiResult<Response> {
+async fn close(
+    app: AppState,
+    me: crate::domain::principal::Principal,
+    id: &str,
+    body: &[u8],
+    state: IncidentState,
+) -> ApiResult<Response> {
     let id = incident_id(id)?;
     let body: CloseBody = optional_body(body)?;
-    Ok(Json(app.hub.close(&me, id, state, body.reason.as_deref()).await?).into_response())
+    Ok(Json(
+        app.hub
+            .close(&me, id, state, body.reason.as_deref())
+            .await?,
+    )
+    .into_response())
 }

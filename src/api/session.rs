@@ -18,7 +18,10 @@ use crate::auth::{SESSION_COOKIE, password, secret};
 use crate::telemetry::names;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/session", post(sign_in).get(current).delete(sign_out))
+    Router::new().route(
+        "/api/v1/session",
+        post(sign_in).get(current).delete(sign_out),
+    )
 }
 
 #[derive(Deserialize)]
@@ -39,7 +42,10 @@ async fn sign_in(
     connect: ConnectInfo<SocketAddr>,
     body: JsonBody<SignIn>,
 ) -> ApiResult<Response> {
-    let SignIn { id, password: given } = body.value;
+    let SignIn {
+        id,
+        password: given,
+    } = body.value;
     let address = client_address(&connect);
     if id.len() > 64 || given.len() > password::MAX_LENGTH {
         return Err(ApiError::Unauthorized);
@@ -61,18 +67,35 @@ async fn sign_in(
         tracing::info!(account = %id, %address, "sign-in failed");
         return Err(ApiError::Unauthorized);
     }
-    let Some(me) = principal else { return Err(ApiError::Unauthorized) };
+    let Some(me) = principal else {
+        return Err(ApiError::Unauthorized);
+    };
     app.limiter.record_success(&id);
     let session = secret::generate();
     let hours = i64::from(app.settings.server.session_hours.max(1));
-    app.hub.store.insert_session(&secret::hash(&session), &me.id, Utc::now() + chrono::Duration::hours(hours)).await?;
+    app.hub
+        .store
+        .insert_session(
+            &secret::hash(&session),
+            &me.id,
+            Utc::now() + chrono::Duration::hours(hours),
+        )
+        .await?;
     tracing::info!(account = %me.id, %address, "signed in");
-    let secure = if app.settings.server.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", hours * 3600);
+    let secure = if app.settings.server.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        hours * 3600
+    );
     let mut response = Json(json!({ "me": me })).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(anyhow::Error::from)?);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(anyhow::Error::from)?,
+    );
     Ok(response)
 }
 
@@ -81,7 +104,10 @@ async fn current(Caller(me, _): Caller) -> impl IntoResponse {
 }
 
 async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let (parts, _) = axum::http::Request::builder().body(()).map_err(anyhow::Error::from)?.into_parts();
+    let (parts, _) = axum::http::Request::builder()
+        .body(())
+        .map_err(anyhow::Error::from)?
+        .into_parts();
     let mut parts = parts;
     parts.headers = headers;
     if let Some(session) = super::extract::session_cookie(&parts) {
@@ -90,7 +116,9 @@ async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<
     let mut response = Json(json!({ "signed_out": true })).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("focalpoint_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(
+            "focalpoint_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
     );
     Ok(response)
 }

@@ -26,8 +26,14 @@ pub struct WatchArgs {
 
 /// One readable line for an event.
 pub fn describe(e: &Value) -> String {
-    let at = e["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+    let at = e["at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_default();
     let kind = e["type"].as_str().unwrap_or("?");
     let inc = &e["data"]["incident"];
@@ -38,20 +44,45 @@ pub fn describe(e: &Value) -> String {
             inc["severity"].as_str().unwrap_or(""),
             inc["field"].as_str().unwrap_or(""),
             inc["originator"]["party"].as_str().unwrap_or(""),
-            inc["parties"].as_array().map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+            inc["parties"]
+                .as_array()
+                .map(|p| p
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default(),
             inc["tlp"].as_str().unwrap_or(""),
             inc["title"].as_str().unwrap_or(""),
         ),
-        "incident.acknowledged" => format!("{r} acknowledged by {} for {} (now {})", e["data"]["by"].as_str().unwrap_or(""), e["data"]["party"].as_str().unwrap_or(""), inc["state"].as_str().unwrap_or("")),
-        "incident.note" => format!("note by {}: {}", e["data"]["by"].as_str().unwrap_or(""), e["data"]["text"].as_str().unwrap_or("")),
-        "incident.resolved" | "incident.cancelled" => format!("{r} by {}", e["data"]["by"].as_str().unwrap_or("")),
+        "incident.acknowledged" => format!(
+            "{r} acknowledged by {} for {} (now {})",
+            e["data"]["by"].as_str().unwrap_or(""),
+            e["data"]["party"].as_str().unwrap_or(""),
+            inc["state"].as_str().unwrap_or("")
+        ),
+        "incident.note" => format!(
+            "note by {}: {}",
+            e["data"]["by"].as_str().unwrap_or(""),
+            e["data"]["text"].as_str().unwrap_or("")
+        ),
+        "incident.resolved" | "incident.cancelled" => {
+            format!("{r} by {}", e["data"]["by"].as_str().unwrap_or(""))
+        }
         _ => e["data"].to_string(),
     };
-    format!("{at}  #{:<6} {kind:<22} {detail}", e["seq"].as_i64().unwrap_or(0))
+    format!(
+        "{at}  #{:<6} {kind:<22} {detail}",
+        e["seq"].as_i64().unwrap_or(0)
+    )
 }
 
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
-    let base = args.remote.url.trim_end_matches('/').replacen("http", "ws", 1);
+    let base = args
+        .remote
+        .url
+        .trim_end_matches('/')
+        .replacen("http", "ws", 1);
     let mut after = args.after;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -60,18 +91,26 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
             None => format!("{base}/api/v1/stream"),
         };
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert("authorization", format!("Bearer {}", args.remote.token).parse()?);
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", args.remote.token).parse()?,
+        );
         match tokio_tungstenite::connect_async(request).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401 => {
                 anyhow::bail!("the hub refused the token (401)");
             }
-            Err(e) => eprintln!("-- cannot connect ({e}); retrying in {:.1}s", backoff.as_secs_f32()),
+            Err(e) => eprintln!(
+                "-- cannot connect ({e}); retrying in {:.1}s",
+                backoff.as_secs_f32()
+            ),
             Ok((mut ws, _)) => {
                 backoff = Duration::from_millis(500);
                 while let Some(message) = ws.next().await {
                     match message {
                         Ok(Message::Text(text)) => {
-                            let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                            let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
+                                continue;
+                            };
                             if event["type"] == "stream.live" {
                                 eprintln!("-- live (after seq {})", event["seq"]);
                                 after = event["seq"].as_i64().or(after);
@@ -80,10 +119,17 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                             if let Some(seq) = event["seq"].as_i64() {
                                 after = Some(seq);
                             }
-                            if args.json { println!("{text}") } else { println!("{}", describe(&event)) }
+                            if args.json {
+                                println!("{text}")
+                            } else {
+                                println!("{}", describe(&event))
+                            }
                         }
                         Ok(Message::Close(frame)) => {
-                            eprintln!("-- closed: {}", frame.map(|f| f.reason.to_string()).unwrap_or_default());
+                            eprintln!(
+                                "-- closed: {}",
+                                frame.map(|f| f.reason.to_string()).unwrap_or_default()
+                            );
                             break;
                         }
                         Ok(_) => {}

@@ -35,7 +35,10 @@ pub enum CommandError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{message}")]
-    Invalid { field: Option<&'static str>, message: String },
+    Invalid {
+        field: Option<&'static str>,
+        message: String,
+    },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error(transparent)]
@@ -44,7 +47,10 @@ pub enum CommandError {
 
 impl CommandError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        CommandError::Invalid { field: Some(field), message: message.into() }
+        CommandError::Invalid {
+            field: Some(field),
+            message: message.into(),
+        }
     }
 }
 
@@ -52,12 +58,20 @@ pub type CommandResult<T> = Result<T, CommandError>;
 
 impl Hub {
     pub fn viewer(principal: &Principal) -> Viewer {
-        Viewer { id: principal.id.clone(), keys: visibility::viewer_keys(principal) }
+        Viewer {
+            id: principal.id.clone(),
+            keys: visibility::viewer_keys(principal),
+        }
     }
 
     /// The one visibility check for an incident-level read.
     pub fn sees(principal: &Principal, audience: &Audience) -> bool {
-        visibility::may_see(&visibility::viewer_keys(principal), audience, None, &principal.id)
+        visibility::may_see(
+            &visibility::viewer_keys(principal),
+            audience,
+            None,
+            &principal.id,
+        )
     }
 
     /// Tells the feeds that the log has grown.

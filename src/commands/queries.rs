@@ -25,7 +25,11 @@ pub struct ListRequest {
 }
 
 impl Hub {
-    pub async fn incident(&self, principal: &Principal, id: Uuid) -> CommandResult<(Incident, Vec<Event>)> {
+    pub async fn incident(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> CommandResult<(Incident, Vec<Event>)> {
         let (incident, _) = self.visible(principal, id).await?;
         let keys = visibility::viewer_keys(principal);
         let timeline = self
@@ -33,21 +37,33 @@ impl Hub {
             .timeline(id)
             .await?
             .into_iter()
-            .filter(|f| visibility::may_see(&keys, &f.audience, f.only_for.as_deref(), &principal.id))
+            .filter(|f| {
+                visibility::may_see(&keys, &f.audience, f.only_for.as_deref(), &principal.id)
+            })
             .map(|f| f.event)
             .collect();
         Ok((incident, timeline))
     }
 
-    pub async fn list(&self, principal: &Principal, request: &ListRequest) -> CommandResult<IncidentPage> {
-        let mut query = IncidentQuery { limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page), ..Default::default() };
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        request: &ListRequest,
+    ) -> CommandResult<IncidentPage> {
+        let mut query = IncidentQuery {
+            limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page),
+            ..Default::default()
+        };
         if let Some(states) = &request.state {
             for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 if s == "active" {
                     query.states.extend([State::Open, State::Acknowledged]);
                 } else {
                     let state: State = s.parse().map_err(|_| {
-                        CommandError::invalid("state", format!("unknown state {s:?}; expected active, {}", State::names()))
+                        CommandError::invalid(
+                            "state",
+                            format!("unknown state {s:?}; expected active, {}", State::names()),
+                        )
                     })?;
                     query.states.push(state);
                 }
@@ -55,38 +71,67 @@ impl Hub {
         }
         if let Some(party) = &request.party {
             if self.directory.party(party).is_none() {
-                return Err(CommandError::invalid("party", format!("unknown party {party:?}")));
+                return Err(CommandError::invalid(
+                    "party",
+                    format!("unknown party {party:?}"),
+                ));
             }
             query.party = Some(party.clone());
         }
         if let Some(field) = &request.field {
             if self.directory.field(field).is_none() {
-                return Err(CommandError::invalid("field", format!("unknown field {field:?}")));
+                return Err(CommandError::invalid(
+                    "field",
+                    format!("unknown field {field:?}"),
+                ));
             }
             query.field = Some(field.clone());
         }
         if let Some(s) = &request.severity {
             s.parse::<crate::domain::incident::Severity>()
-                .map_err(|_| CommandError::invalid("severity", format!("unknown severity {s:?}")))?;
+                .map_err(|_| {
+                    CommandError::invalid("severity", format!("unknown severity {s:?}"))
+                })?;
             query.severity = Some(s.clone());
         }
         if let Some(t) = &request.tlp {
-            t.parse::<crate::domain::incident::Tlp>().map_err(|_| CommandError::invalid("tlp", format!("unknown tlp {t:?}")))?;
+            t.parse::<crate::domain::incident::Tlp>()
+                .map_err(|_| CommandError::invalid("tlp", format!("unknown tlp {t:?}")))?;
             query.tlp = Some(t.clone());
         }
         if let Some(cursor) = &request.cursor {
-            let seq = cursor.parse::<i64>().ok().filter(|s| *s > 0).ok_or_else(|| CommandError::invalid("cursor", "bad cursor"))?;
+            let seq = cursor
+                .parse::<i64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| CommandError::invalid("cursor", "bad cursor"))?;
             query.before_seq = Some(seq);
         }
-        Ok(self.store.list_incidents(&query, &Hub::viewer(principal)).await?)
+        Ok(self
+            .store
+            .list_incidents(&query, &Hub::viewer(principal))
+            .await?)
     }
 
     /// Events after `after` that the principal may see, oldest first.
-    pub async fn events_after(&self, principal: &Principal, after: i64, limit: Option<u32>) -> CommandResult<Vec<Event>> {
+    pub async fn events_after(
+        &self,
+        principal: &Principal,
+        after: i64,
+        limit: Option<u32>,
+    ) -> CommandResult<Vec<Event>> {
         if after < 0 {
-            return Err(CommandError::invalid("after", "`after` must be a seq (0 or more)"));
+            return Err(CommandError::invalid(
+                "after",
+                "`after` must be a seq (0 or more)",
+            ));
         }
-        let limit = limit.unwrap_or(self.limits.max_page).clamp(1, self.limits.max_page);
-        Ok(self.store.visible_events(after, limit, &Hub::viewer(principal)).await?)
+        let limit = limit
+            .unwrap_or(self.limits.max_page)
+            .clamp(1, self.limits.max_page);
+        Ok(self
+            .store
+            .visible_events(after, limit, &Hub::viewer(principal))
+            .await?)
     }
 }

@@ -32,11 +32,20 @@ pub struct RaiseRecord {
 
 #[derive(Debug, Clone)]
 pub enum RaiseOutcome {
-    Created { incident: Incident, seq: i64 },
+    Created {
+        incident: Incident,
+        seq: i64,
+    },
     /// An active incident of the same party already has this dedup key.
-    DedupHit { incident: Incident, audience: Audience },
+    DedupHit {
+        incident: Incident,
+        audience: Audience,
+    },
     /// The same principal already used this Idempotency-Key for the same request.
-    IdempotentReplay { incident: Incident, audience: Audience },
+    IdempotentReplay {
+        incident: Incident,
+        audience: Audience,
+    },
     /// The Idempotency-Key was used before for a different request.
     IdempotencyMismatch,
 }
@@ -52,10 +61,17 @@ pub struct AckRecord {
 
 #[derive(Debug, Clone)]
 pub enum AckOutcome {
-    Acknowledged { incident: Incident, seq: i64 },
-    AlreadyAcknowledged { incident: Incident },
+    Acknowledged {
+        incident: Incident,
+        seq: i64,
+    },
+    AlreadyAcknowledged {
+        incident: Incident,
+    },
     /// Resolved or cancelled: nothing to acknowledge.
-    Closed { incident: Incident },
+    Closed {
+        incident: Incident,
+    },
     NotFound,
 }
 
@@ -80,9 +96,14 @@ pub struct CloseRecord {
 
 #[derive(Debug, Clone)]
 pub enum ChangeOutcome {
-    Changed { incident: Incident, seq: i64 },
+    Changed {
+        incident: Incident,
+        seq: i64,
+    },
     /// The incident is already resolved or cancelled.
-    Closed { incident: Incident },
+    Closed {
+        incident: Incident,
+    },
     NotFound,
 }
 
@@ -167,8 +188,17 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_tokens(&self, focal_point: &str) -> Result<u64>;
     async fn set_password(&self, focal_point: &str, phc: &str) -> Result<()>;
     async fn password_hash(&self, focal_point: &str) -> Result<Option<String>>;
-    async fn insert_session(&self, session_hash: &[u8], focal_point: &str, expires_at: DateTime<Utc>) -> Result<()>;
-    async fn session_owner(&self, session_hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>>;
+    async fn insert_session(
+        &self,
+        session_hash: &[u8],
+        focal_point: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn session_owner(
+        &self,
+        session_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>>;
     async fn delete_session(&self, session_hash: &[u8]) -> Result<()>;
     /// Tokens plus passwords stored: zero on a first start.
     async fn credential_count(&self) -> Result<u64>;
@@ -177,7 +207,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the backend named by `url`.
 pub async fn open(url: &str, synchronous_full: bool) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url, synchronous_full).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(url, synchronous_full).await?,
+        ))
     } else {
         anyhow::bail!("unsupported store url {url:?}: this build supports sqlite://")
     }

@@ -1,1 +1,12 @@
+//! The integration test suite: one binary, so the crate links once. Each test starts its
+//! own hub on port 0 with a fresh SQLite file (`helpers::spawn_app`) and drives it over
+//! real HTTP and WebSocket.
 
+mod helpers;
+
+mod auth;
+mod crash;
+mod incidents;
+mod stream;
+mod validation;
+mod visibility;

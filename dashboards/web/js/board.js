@@ -68,7 +68,7 @@ function place(list, incs) {
 }
 
 function cardKey(inc) {
-  return JSON.stringify([inc, needsMyAck(inc), state.paged.has(inc.id), [...(state.unanswered.get(inc.id) || [])]]);
+  return JSON.stringify([state.me?.id, inc, needsMyAck(inc), state.paged.has(inc.id), [...(state.unanswered.get(inc.id) || [])]]);
 }
 
 function card(inc) {

@@ -15,28 +15,41 @@ type Tx = Transaction<'static, Sqlite>;
 const ACTIVE: &str = "state IN ('open', 'acknowledged')";
 
 pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
-    let RaiseRecord { mut incident, audience, idempotency } = raise;
+    let RaiseRecord {
+        mut incident,
+        audience,
+        idempotency,
+    } = raise;
 
     if let Some((principal, key, fingerprint)) = &idempotency {
-        let row = sqlx::query("SELECT fingerprint, incident_id FROM idempotency_keys WHERE principal = ? AND key = ?")
-            .bind(principal)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT fingerprint, incident_id FROM idempotency_keys WHERE principal = ? AND key = ?",
+        )
+        .bind(principal)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
         if let Some(row) = row {
             let stored: String = row.try_get("fingerprint")?;
             if &stored != fingerprint {
                 return Ok(RaiseOutcome::IdempotencyMismatch);
             }
             let id = Uuid::parse_str(row.try_get::<&str, _>("incident_id")?)?;
-            let existing = load_incident(tx, id).await?.ok_or_else(|| anyhow::anyhow!("idempotency key points nowhere"))?;
+            let existing = load_incident(tx, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("idempotency key points nowhere"))?;
             let audience = load_audience(tx, id).await?;
-            return Ok(RaiseOutcome::IdempotentReplay { incident: existing, audience });
+            return Ok(RaiseOutcome::IdempotentReplay {
+                incident: existing,
+                audience,
+            });
         }
     }
 
     if let Some(dedup) = &incident.dedup_key {
-        let sql = format!("SELECT id FROM incidents WHERE originator_party = ? AND dedup_key = ? AND {ACTIVE}");
+        let sql = format!(
+            "SELECT id FROM incidents WHERE originator_party = ? AND dedup_key = ? AND {ACTIVE}"
+        );
         let existing: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(&incident.originator.party)
             .bind(dedup)
@@ -44,9 +57,14 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
             .await?;
         if let Some(id) = existing {
             let id = Uuid::parse_str(&id)?;
-            let existing = load_incident(tx, id).await?.ok_or_else(|| anyhow::anyhow!("dedup row vanished"))?;
+            let existing = load_incident(tx, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("dedup row vanished"))?;
             let audience = load_audience(tx, id).await?;
-            return Ok(RaiseOutcome::DedupHit { incident: existing, audience });
+            return Ok(RaiseOutcome::DedupHit {
+                incident: existing,
+                audience,
+            });
         }
     }
 
@@ -54,8 +72,10 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
     let mut attempt = 0;
     loop {
         let sql = format!("SELECT 1 FROM incidents WHERE ref = ? AND {ACTIVE}");
-        let taken: Option<i64> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&incident.reference).fetch_optional(&mut **tx).await?;
+        let taken: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&incident.reference)
+            .fetch_optional(&mut **tx)
+            .await?;
         if taken.is_none() {
             break;
         }
@@ -118,7 +138,9 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
 }
 
 pub async fn acknowledge(tx: &mut Tx, ack: AckRecord) -> Result<AckOutcome> {
-    let Some(incident) = load_incident(tx, ack.incident).await? else { return Ok(AckOutcome::NotFound) };
+    let Some(incident) = load_incident(tx, ack.incident).await? else {
+        return Ok(AckOutcome::NotFound);
+    };
     if !incident.state.is_active() {
         return Ok(AckOutcome::Closed { incident });
     }
@@ -147,24 +169,39 @@ pub async fn acknowledge(tx: &mut Tx, ack: AckRecord) -> Result<AckOutcome> {
         .bind(&ack.party)
         .execute(&mut **tx)
         .await?;
-    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM incident_parties WHERE incident_id = ? AND acknowledged_by IS NULL")
-        .bind(&id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let new_state = if pending == 0 { State::Acknowledged } else { State::Open };
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM incident_parties WHERE incident_id = ? AND acknowledged_by IS NULL",
+    )
+    .bind(&id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let new_state = if pending == 0 {
+        State::Acknowledged
+    } else {
+        State::Open
+    };
     sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ?")
         .bind(new_state.as_str())
         .bind(at)
         .bind(&id)
         .execute(&mut **tx)
         .await?;
-    let incident = load_incident(tx, ack.incident).await?.ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
-    let seq = append(tx, &NewEvent::acknowledged(&incident, &ack.party, &ack.by, &ack.via), at).await?;
+    let incident = load_incident(tx, ack.incident)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
+    let seq = append(
+        tx,
+        &NewEvent::acknowledged(&incident, &ack.party, &ack.by, &ack.via),
+        at,
+    )
+    .await?;
     Ok(AckOutcome::Acknowledged { incident, seq })
 }
 
 pub async fn add_note(tx: &mut Tx, note: NoteRecord) -> Result<ChangeOutcome> {
-    let Some(incident) = load_incident(tx, note.incident).await? else { return Ok(ChangeOutcome::NotFound) };
+    let Some(incident) = load_incident(tx, note.incident).await? else {
+        return Ok(ChangeOutcome::NotFound);
+    };
     if !incident.state.is_active() {
         return Ok(ChangeOutcome::Closed { incident });
     }
@@ -178,14 +215,27 @@ pub async fn add_note(tx: &mut Tx, note: NoteRecord) -> Result<ChangeOutcome> {
         .bind(&note.text)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE incidents SET updated_at = ? WHERE id = ?").bind(at).bind(&id).execute(&mut **tx).await?;
-    let seq = append(tx, &NewEvent::note(note.incident, &note.party, &note.by, &note.text), at).await?;
-    let incident = load_incident(tx, note.incident).await?.ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
+    sqlx::query("UPDATE incidents SET updated_at = ? WHERE id = ?")
+        .bind(at)
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    let seq = append(
+        tx,
+        &NewEvent::note(note.incident, &note.party, &note.by, &note.text),
+        at,
+    )
+    .await?;
+    let incident = load_incident(tx, note.incident)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
     Ok(ChangeOutcome::Changed { incident, seq })
 }
 
 pub async fn close(tx: &mut Tx, close: CloseRecord) -> Result<ChangeOutcome> {
-    let Some(incident) = load_incident(tx, close.incident).await? else { return Ok(ChangeOutcome::NotFound) };
+    let Some(incident) = load_incident(tx, close.incident).await? else {
+        return Ok(ChangeOutcome::NotFound);
+    };
     if !incident.state.is_active() {
         return Ok(ChangeOutcome::Closed { incident });
     }
@@ -210,16 +260,35 @@ pub async fn close(tx: &mut Tx, close: CloseRecord) -> Result<ChangeOutcome> {
     .bind(&id)
     .execute(&mut **tx)
     .await?;
-    let incident = load_incident(tx, close.incident).await?.ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
-    let kind = if close.state == State::Resolved { EventType::Resolved } else { EventType::Cancelled };
-    let seq = append(tx, &NewEvent::closed(kind, &incident, &close.by, close.reason.as_deref()), at).await?;
+    let incident = load_incident(tx, close.incident)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
+    let kind = if close.state == State::Resolved {
+        EventType::Resolved
+    } else {
+        EventType::Cancelled
+    };
+    let seq = append(
+        tx,
+        &NewEvent::closed(kind, &incident, &close.by, close.reason.as_deref()),
+        at,
+    )
+    .await?;
     Ok(ChangeOutcome::Changed { incident, seq })
 }
 
 /// Visible incidents matching the query, newest raise first, with the visible total.
-pub async fn list(pool: &SqlitePool, query: &IncidentQuery, viewer: &Viewer) -> Result<IncidentPage> {
+pub async fn list(
+    pool: &SqlitePool,
+    query: &IncidentQuery,
+    viewer: &Viewer,
+) -> Result<IncidentPage> {
     if viewer.keys.is_empty() {
-        return Ok(IncidentPage { incidents: Vec::new(), total: 0, next_cursor: None });
+        return Ok(IncidentPage {
+            incidents: Vec::new(),
+            total: 0,
+            next_cursor: None,
+        });
     }
     // Conditions and their binds, in order; built from fixed fragments only.
     let mut conditions = vec![format!(
@@ -228,7 +297,10 @@ pub async fn list(pool: &SqlitePool, query: &IncidentQuery, viewer: &Viewer) -> 
     )];
     let mut binds: Vec<String> = viewer.keys.clone();
     if !query.states.is_empty() {
-        conditions.push(format!("i.state IN ({})", vec!["?"; query.states.len()].join(",")));
+        conditions.push(format!(
+            "i.state IN ({})",
+            vec!["?"; query.states.len()].join(",")
+        ));
         binds.extend(query.states.iter().map(|s| s.as_str().to_string()));
     }
     if let Some(party) = &query.party {
@@ -236,7 +308,11 @@ pub async fn list(pool: &SqlitePool, query: &IncidentQuery, viewer: &Viewer) -> 
         binds.push(party.clone());
         binds.push(party.clone());
     }
-    for (column, value) in [("i.field", &query.field), ("i.severity", &query.severity), ("i.tlp", &query.tlp)] {
+    for (column, value) in [
+        ("i.field", &query.field),
+        ("i.severity", &query.severity),
+        ("i.tlp", &query.tlp),
+    ] {
         if let Some(v) = value {
             conditions.push(format!("{column} = ?"));
             binds.push(v.clone());
@@ -254,7 +330,11 @@ pub async fn list(pool: &SqlitePool, query: &IncidentQuery, viewer: &Viewer) -> 
 
     let page_sql = format!(
         "SELECT {} FROM incidents i WHERE {filter} AND i.raised_seq < ? ORDER BY i.raised_seq DESC LIMIT ?",
-        INCIDENT_COLUMNS.split(", ").map(|c| format!("i.{c}")).collect::<Vec<_>>().join(", ")
+        INCIDENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("i.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut page = sqlx::query(sqlx::AssertSqlSafe(page_sql));
     for b in &binds {
@@ -273,5 +353,9 @@ pub async fn list(pool: &SqlitePool, query: &IncidentQuery, viewer: &Viewer) -> 
         last_seq = Some(row.try_get::<i64, _>("raised_seq")?);
         incidents.push(incident_from_row(&mut conn, row).await?);
     }
-    Ok(IncidentPage { incidents, total, next_cursor: if more { last_seq } else { None } })
+    Ok(IncidentPage {
+        incidents,
+        total,
+        next_cursor: if more { last_seq } else { None },
+    })
 }

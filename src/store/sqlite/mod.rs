@@ -17,7 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -36,7 +38,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path/to/file.db`) and
     /// applies pending migrations.
     pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
-        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
         if let Some(dir) = std::path::Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
@@ -48,7 +52,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode survives a killed process (the OS has the pages); FULL
             // also survives power loss, at a cost per commit.
-            .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .synchronous(if synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
@@ -73,8 +81,9 @@ impl SqliteStore {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
             .execute(&mut *tx)
             .await?;
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&mut *tx).await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
         for (version, sql) in MIGRATIONS {
             if current.is_some_and(|c| c >= *version) {
                 continue;
@@ -136,7 +145,9 @@ impl Store for SqliteStore {
 
     async fn incident(&self, id: Uuid) -> Result<Option<(Incident, Audience)>> {
         let mut conn = self.reader.acquire().await?;
-        let Some(incident) = rows::load_incident(&mut conn, id).await? else { return Ok(None) };
+        let Some(incident) = rows::load_incident(&mut conn, id).await? else {
+            return Ok(None);
+        };
         let audience = rows::load_audience(&mut conn, id).await?;
         Ok(Some((incident, audience)))
     }
@@ -158,7 +169,9 @@ impl Store for SqliteStore {
     }
 
     async fn head_seq(&self) -> Result<i64> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&self.reader).await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.reader)
+            .await?;
         Ok(head.unwrap_or(0))
     }
 
@@ -186,11 +199,20 @@ impl Store for SqliteStore {
         credentials::password_hash(&self.reader, focal_point).await
     }
 
-    async fn insert_session(&self, session_hash: &[u8], focal_point: &str, expires_at: DateTime<Utc>) -> Result<()> {
+    async fn insert_session(
+        &self,
+        session_hash: &[u8],
+        focal_point: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
         credentials::insert_session(&self.writer, session_hash, focal_point, expires_at).await
     }
 
-    async fn session_owner(&self, session_hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>> {
+    async fn session_owner(
+        &self,
+        session_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>> {
         credentials::session_owner(&self.reader, session_hash, now).await
     }
 

@@ -1,0 +1,218 @@
+//! The live stream: delivery, acks over the socket, gap-free resume, slow clients.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_raise_reaches_an_addressed_focal_point_and_an_ack_reaches_the_originator() {
+    let app = spawn_app().await;
+    let mut focal = app.stream("my-drugs", None).await;
+    let mut officer = app.stream("th-duty", None).await;
+    focal.backlog().await;
+    officer.backlog().await;
+
+    let (_, inc) = app.raise("th-duty", &incident("amber")).await;
+    let id = inc["id"].as_str().expect("id");
+    let raised = focal.expect("incident.raised", id).await;
+    assert_eq!(raised["data"]["incident"]["title"], inc["title"]);
+    assert_eq!(raised["party"], "TH");
+
+    assert_eq!(app.ack("my-drugs", id).await.status(), 200);
+    let acked = officer.expect("incident.acknowledged", id).await;
+    assert_eq!(acked["data"]["party"], "MY");
+    assert_eq!(acked["data"]["by"], "my-drugs");
+    assert!(acked["seq"].as_i64() > raised["seq"].as_i64());
+}
+
+#[tokio::test]
+async fn a_client_acks_over_the_socket() {
+    let app = spawn_app().await;
+    let mut focal = app.stream("sg-drugs", None).await;
+    focal.backlog().await;
+    let (_, inc) = app.raise("th-duty", &incident("amber")).await;
+    let id = inc["id"].as_str().expect("id");
+    focal.expect("incident.raised", id).await;
+
+    focal.send(json!({"type": "ack", "incident": id})).await;
+    let mut result = None;
+    let mut acked = false;
+    while result.is_none() || !acked {
+        let v = focal.next_json(WAIT).await.expect("message");
+        if v["type"] == "ack.result" {
+            result = Some(v["result"].clone());
+        }
+        if v["type"] == "incident.acknowledged" {
+            assert_eq!(v["data"]["via"], "stream");
+            acked = true;
+        }
+    }
+    assert_eq!(result, Some(json!("acknowledged")));
+
+    focal.send(json!({"type": "ack", "incident": id})).await;
+    let again = focal.next_json(WAIT).await.expect("reply");
+    assert_eq!(again["result"], "already_acknowledged");
+    focal.send(json!({"type": "dance"})).await;
+    let err = focal.next_json(WAIT).await.expect("reply");
+    assert_eq!(err["type"], "error");
+    focal
+        .send(json!({"type": "ack", "incident": "not-an-id"}))
+        .await;
+    assert_eq!(
+        focal.next_json(WAIT).await.expect("reply")["code"],
+        "not_found"
+    );
+}
+
+#[tokio::test]
+async fn reconnecting_with_after_gets_exactly_the_missed_events() {
+    let app = spawn_app().await;
+    let mut first = app.stream("my-drugs", None).await;
+    first.backlog().await;
+    let (_, a) = app.raise("th-duty", &incident("amber")).await;
+    let seen = first
+        .expect("incident.raised", a["id"].as_str().expect("id"))
+        .await;
+    let last_seen = seen["seq"].as_i64().expect("seq");
+    drop(first);
+
+    // While disconnected: visible and invisible events happen.
+    let (_, b) = app.raise("th-duty", &incident("amber")).await;
+    let (_, hidden) = app.raise("vn-duty", &json!({
+        "title": "VN only", "description": "x", "field": "general", "severity": "minor", "parties": ["KH"], "tlp": "amber"
+    })).await;
+    app.ack("sg-drugs", b["id"].as_str().expect("id")).await;
+    app.post(
+        "my-drugs",
+        &format!("/api/v1/incidents/{}/notes", a["id"].as_str().expect("id")),
+        &json!({"text": "on it"}),
+    )
+    .await;
+
+    let mut again = app.stream("my-drugs", Some(last_seen)).await;
+    let missed = again.backlog().await;
+    let got: Vec<(String, String)> = missed
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["incident"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expected = vec![
+        (
+            "incident.raised".to_string(),
+            b["id"].as_str().unwrap_or("").to_string(),
+        ),
+        (
+            "incident.acknowledged".to_string(),
+            b["id"].as_str().unwrap_or("").to_string(),
+        ),
+        (
+            "incident.note".to_string(),
+            a["id"].as_str().unwrap_or("").to_string(),
+        ),
+    ];
+    assert_eq!(got, expected);
+    assert!(missed.iter().all(|e| e["incident"] != hidden["id"]));
+    let seqs: Vec<i64> = missed.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+
+    // And live events continue after the backlog without a gap.
+    let (_, c) = app.raise("th-duty", &incident("amber")).await;
+    again
+        .expect("incident.raised", c["id"].as_str().expect("id"))
+        .await;
+}
+
+/// Promise 4: a client that stops reading is closed with a reason naming the seq to
+/// resume after, and resuming from there loses nothing.
+#[tokio::test]
+async fn a_slow_client_is_closed_with_a_reason_and_resumes_without_a_gap() {
+    let app = spawn_app_with(|s| s.limits.ws_buffer_events = 16).await;
+    let token = app.token("my-drugs").await;
+    // A small receive buffer on the client so the server's writes back up quickly.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let tcp = socket.connect(app.addr).await.expect("connect");
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/api/v1/stream", app.addr)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let (ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("upgrade");
+    let mut slow = Stream { ws, live_seq: None };
+    slow.backlog().await;
+
+    // Raise far more than the socket buffers hold while the client does not read.
+    let big = "x".repeat(9_000);
+    let mut ids = Vec::new();
+    for i in 0..700 {
+        let mut body = incident("amber");
+        body["description"] = json!(format!("{i} {big}"));
+        ids.push(
+            app.raise("th-duty", &body).await.1["id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+
+    // Now read: events in order, then a close frame with code 4008 and the resume seq.
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut received: Vec<i64> = Vec::new();
+    let reason = loop {
+        match tokio::time::timeout(WAIT, slow.ws.next())
+            .await
+            .expect("the server closes in time")
+        {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("json");
+                if let Some(seq) = v["seq"].as_i64() {
+                    received.push(seq);
+                }
+            }
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 4008);
+                break frame.reason.to_string();
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame with a reason, got {other:?}"),
+        }
+    };
+    assert!(received.len() < ids.len(), "the client really fell behind");
+    let resume: i64 = reason
+        .rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("reason names a seq");
+    if let Some(last) = received.last() {
+        assert_eq!(
+            resume, *last,
+            "the reason names the last seq the client received"
+        );
+    }
+
+    let mut again = app.stream("my-drugs", Some(resume)).await;
+    let rest = again.backlog().await;
+    let all: Vec<String> = received
+        .iter()
+        .map(|s| s.to_string())
+        .chain(rest.iter().map(|e| e["seq"].to_string()))
+        .collect();
+    assert_eq!(
+        all.len(),
+        ids.len(),
+        "every raised event arrives exactly once across the two connections"
+    );
+    let rest_ids: Vec<&str> = rest.iter().filter_map(|e| e["incident"].as_str()).collect();
+    assert_eq!(rest_ids.last().copied(), ids.last().map(String::as_str));
+}
