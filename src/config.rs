@@ -63,10 +63,7 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self {
-            url: "sqlite://data/focalpoint.db".into(),
-            sqlite_synchronous: "normal".into(),
-        }
+        Self { url: "sqlite://data/focalpoint.db".into(), sqlite_synchronous: "normal".into() }
     }
 }
 
@@ -86,9 +83,7 @@ pub struct NetworkSettings {
 
 impl Default for NetworkSettings {
     fn default() -> Self {
-        Self {
-            file: PathBuf::from("config/network.toml"),
-        }
+        Self { file: PathBuf::from("config/network.toml") }
     }
 }
 
@@ -188,10 +183,7 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self {
-            format: "text".into(),
-            filter: "info".into(),
-        }
+        Self { format: "text".into(), filter: "info".into() }
     }
 }
 
@@ -207,9 +199,7 @@ impl Settings {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("FOCALPOINT__").split("__"));
-        let mut settings: Settings = figment
-            .extract()
-            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let mut settings: Settings = figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         if let Some(network) = network {
             settings.network.file = network.to_path_buf();
         }
@@ -220,10 +210,7 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
-            anyhow::bail!(
-                "store.url must start with sqlite:// or postgres://, got {:?}",
-                self.store.url
-            );
+            anyhow::bail!("store.url must start with sqlite:// or postgres://, got {:?}", self.store.url);
         }
         if !matches!(self.store.sqlite_synchronous.as_str(), "normal" | "full") {
             anyhow::bail!("store.sqlite_synchronous must be `normal` or `full`");
@@ -252,21 +239,14 @@ impl Settings {
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
         self.server.listen.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "server.listen {:?} is not an address like 127.0.0.1:8080",
-                self.server.listen
-            )
+            anyhow::anyhow!("server.listen {:?} is not an address like 127.0.0.1:8080", self.server.listen)
         })
     }
 
     /// The origins allowed to open a cookie-authenticated WebSocket.
     pub fn allowed_origins(&self) -> Vec<String> {
-        let mut origins: Vec<String> = self
-            .server
-            .allowed_origins
-            .iter()
-            .map(|o| o.trim_end_matches('/').to_string())
-            .collect();
+        let mut origins: Vec<String> =
+            self.server.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect();
         if let Some(origin) = origin_of(&self.server.public_url) {
             origins.push(origin);
         }
@@ -290,10 +270,7 @@ mod tests {
 
     #[test]
     fn origin_of_strips_path() {
-        assert_eq!(
-            origin_of("https://hub.example.org/x/y").as_deref(),
-            Some("https://hub.example.org")
-        );
+        assert_eq!(origin_of("https://hub.example.org/x/y").as_deref(), Some("https://hub.example.org"));
         assert_eq!(origin_of("nonsense"), None);
     }
 

@@ -47,10 +47,7 @@ impl Feed {
         let (tx, _) = broadcast::channel(capacity);
         let head = store.head_seq().await?;
         let (delivered_tx, delivered) = watch::channel(head);
-        let feed = Arc::new(Feed {
-            tx: tx.clone(),
-            delivered,
-        });
+        let feed = Arc::new(Feed { tx: tx.clone(), delivered });
         let mut wake = bus.subscribe();
         tokio::spawn(async move {
             let mut last = head;

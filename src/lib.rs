@@ -17,8 +17,11 @@
 //! | [`directory`] | the network file: parties, fields, focal points, escalation policies |
 //! | [`domain`] | incidents, events, principals and the one visibility function (TLP) |
 //! | [`commands`] | what a principal may do: raise, acknowledge, note, resolve, cancel |
+//! | [`clock`] | the engine's notion of now: system clock, or a manual one in scenario tests |
+//! | [`engine`] | escalation planner and engine: persisted timers, steps, pages, unanswered alarms |
 //! | [`store`] | the `Store` trait and its SQLite backend: event log, state, timers, outbox |
 //! | [`bus`] | "new events up to seq N" between the store and the live feeds |
+//! | [`channels`] | gateways that send pages (SMS, email, bot webhooks), their text per language and TLP, inbound-hook helpers |
 //! | [`feed`] | per-node fan-out of new events to WebSocket clients, filtered per viewer |
 //! | [`auth`] | tokens, passwords, sessions, sign-in rate limiting |
 //! | [`api`] | the HTTP/WebSocket contract (`/api/v1/…`, health, metrics, dashboard) |
@@ -28,11 +31,14 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod channels;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod directory;
 pub mod domain;
+pub mod engine;
 pub mod feed;
 pub mod startup;
 pub mod store;

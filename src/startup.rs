@@ -14,9 +14,11 @@ use crate::auth::Authenticator;
 use crate::auth::limiter::SignInLimiter;
 use crate::bus::Bus;
 use crate::bus::memory::MemoryBus;
+use crate::clock::{Clock, SystemClock};
 use crate::commands::Hub;
 use crate::config::Settings;
 use crate::directory::Directory;
+use crate::engine::escalation::EscalationEngine;
 use crate::feed::Feed;
 use crate::store::Store;
 use crate::telemetry;
@@ -37,67 +39,50 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         install_crypto();
-        let directory = Arc::new(
-            Directory::load(&settings.network.file)
-                .map_err(|e| anyhow::anyhow!("{}", e.report()))?,
-        );
-        let store = crate::store::open(
-            &settings.store.url,
-            settings.store.sqlite_synchronous == "full",
-        )
-        .await?;
-        Self::build_with(settings, directory, store).await
+        let directory =
+            Arc::new(Directory::load(&settings.network.file).map_err(|e| anyhow::anyhow!("{}", e.report()))?);
+        let store = crate::store::open(&settings.store.url, settings.store.sqlite_synchronous == "full").await?;
+        Self::build_with(settings, directory, store, Arc::new(SystemClock)).await
     }
 
+    /// Builds from given parts: tests pass their own network and a manual clock.
     pub async fn build_with(
         settings: Settings,
         directory: Arc<Directory>,
         store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         let addr = settings.listen_addr()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(store.head_seq().await?));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let feed = Feed::start(
-            store.clone(),
-            bus.clone(),
-            settings.limits.ws_buffer_events,
-            shutdown_rx.clone(),
-        )
-        .await?;
-        let hub = Hub {
+        let feed =
+            Feed::start(store.clone(), bus.clone(), settings.limits.ws_buffer_events, shutdown_rx.clone()).await?;
+        let engine = Arc::new(EscalationEngine {
             store: store.clone(),
             directory: directory.clone(),
-            bus,
-            limits: settings.limits.clone(),
-        };
+            bus: bus.clone(),
+            clock: clock.clone(),
+            owner: engine_owner(),
+        });
+        engine.clone().spawn(shutdown_rx.clone());
+        let hub = Hub { store: store.clone(), directory: directory.clone(), bus, clock, engine, limits: settings.limits.clone() };
         let limits = &settings.limits;
         let state = AppState::new(AppInner {
             hub,
             auth: Authenticator { store, directory },
             feed,
-            limiter: SignInLimiter::new(
-                limits.signin_failures,
-                Duration::from_secs(limits.signin_window_seconds),
-            ),
+            limiter: SignInLimiter::new(limits.signin_failures, Duration::from_secs(limits.signin_window_seconds)),
             allowed_origins: settings.allowed_origins(),
             metrics: telemetry::metrics_handle(),
             settings,
             shutdown: shutdown_rx,
         });
-        Ok(Application {
-            listener,
-            state,
-            shutdown,
-        })
+        Ok(Application { listener, state, shutdown })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn hub(&self) -> Hub {
@@ -105,30 +90,27 @@ impl Application {
     }
 
     /// Serves until `stop` completes, then closes streams with a reason and drains.
-    pub async fn run_until(
-        self,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            state,
-            shutdown,
-        } = self;
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state, shutdown } = self;
         let router = api::router(state);
         let shutdown_signal = async move {
             stop.await;
             tracing::info!("shutting down");
             let _ = shutdown.send(true);
         };
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal)
-        .await
-        .context("serving")?;
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal)
+            .await
+            .context("serving")?;
         Ok(())
     }
+}
+
+/// A name for this process's engine in leases: host, pid and a random suffix, so two
+/// processes (or two hubs in one test process) never share one.
+fn engine_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+    format!("{host}-{}-{}", std::process::id(), &crate::auth::secret::generate()[3..11])
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -15,14 +15,8 @@ pub fn init_logging(settings: &LogSettings) {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&settings.filter))
             .unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        let _ = if settings.format == "json" {
-            builder.json().try_init()
-        } else {
-            builder.try_init()
-        };
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let _ = if settings.format == "json" { builder.json().try_init() } else { builder.try_init() };
     });
 }
 
@@ -33,9 +27,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ])
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -56,28 +48,25 @@ pub mod names {
     pub const SLOW_CLIENTS: &str = "focalpoint_stream_slow_clients_closed_total";
     pub const HTTP_LATENCY: &str = "focalpoint_http_request_duration_seconds";
     pub const SIGNIN_FAILURES: &str = "focalpoint_signin_failures_total";
+    pub const TIMERS_PENDING: &str = "focalpoint_escalation_timers_pending";
+    pub const TIMER_LATENESS: &str = "focalpoint_escalation_timer_lateness_seconds";
+    pub const ESCALATIONS: &str = "focalpoint_escalation_steps_total";
 }
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        names::INCIDENTS_RAISED,
-        "Incidents raised (new incidents, not dedup hits)"
-    );
-    describe_counter!(
-        names::ACKS,
-        "Party acknowledgements recorded (not repeated acks)"
-    );
+    describe_counter!(names::INCIDENTS_RAISED, "Incidents raised (new incidents, not dedup hits)");
+    describe_counter!(names::ACKS, "Party acknowledgements recorded (not repeated acks)");
     describe_counter!(names::EVENTS_STREAMED, "Events sent to WebSocket clients");
     describe_gauge!(names::CLIENTS, "WebSocket clients connected to this node");
-    describe_counter!(
-        names::SLOW_CLIENTS,
-        "WebSocket clients closed because their buffer overflowed"
-    );
-    describe_histogram!(
-        names::HTTP_LATENCY,
-        metrics::Unit::Seconds,
-        "HTTP request latency by route and status"
-    );
+    describe_counter!(names::SLOW_CLIENTS, "WebSocket clients closed because their buffer overflowed");
+    describe_histogram!(names::HTTP_LATENCY, metrics::Unit::Seconds, "HTTP request latency by route and status");
     describe_counter!(names::SIGNIN_FAILURES, "Failed or rate-limited sign-ins");
+    describe_gauge!(names::TIMERS_PENDING, "Escalation steps waiting for their deadline");
+    describe_histogram!(
+        names::TIMER_LATENESS,
+        metrics::Unit::Seconds,
+        "How late escalation steps fire after their deadline"
+    );
+    describe_counter!(names::ESCALATIONS, "Escalation steps entered (later steps, loops and unanswered alarms)");
 }

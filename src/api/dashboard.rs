@@ -16,10 +16,7 @@ struct Assets;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
-        .route(
-            "/{*path}",
-            get(|Path(path): Path<String>| async move { asset(&path) }),
-        )
+        .route("/{*path}", get(|Path(path): Path<String>| async move { asset(&path) }))
 }
 
 fn asset(path: &str) -> Response {

@@ -10,21 +10,12 @@ use crate::commands::CommandError;
 
 #[derive(Debug)]
 pub enum ApiError {
-    BadRequest {
-        code: &'static str,
-        message: String,
-    },
+    BadRequest { code: &'static str, message: String },
     Unauthorized,
     Forbidden(String),
     NotFound,
-    Conflict {
-        code: &'static str,
-        message: String,
-    },
-    Unprocessable {
-        field: Option<&'static str>,
-        message: String,
-    },
+    Conflict { code: &'static str, message: String },
+    Unprocessable { field: Option<&'static str>, message: String },
     PayloadTooLarge,
     UnsupportedMediaType,
     TooManyRequests,
@@ -33,17 +24,11 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            code,
-            message: message.into(),
-        }
+        ApiError::BadRequest { code, message: message.into() }
     }
 
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        ApiError::Unprocessable {
-            field: Some(field),
-            message: message.into(),
-        }
+        ApiError::Unprocessable { field: Some(field), message: message.into() }
     }
 }
 
@@ -68,32 +53,17 @@ impl From<anyhow::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, field) = match self {
-            ApiError::BadRequest { code, message } => {
-                (StatusCode::BAD_REQUEST, code, message, None)
+            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message, None),
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "valid credentials are required".to_string(), None)
             }
-            ApiError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "valid credentials are required".to_string(),
-                None,
-            ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m, None),
-            ApiError::NotFound => (
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "not found".to_string(),
-                None,
-            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".to_string(), None),
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, code, message, None),
-            ApiError::Unprocessable { field, message } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid", message, field)
+            ApiError::Unprocessable { field, message } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", message, field),
+            ApiError::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is too large".to_string(), None)
             }
-            ApiError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is too large".to_string(),
-                None,
-            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -108,12 +78,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; it has been logged".to_string(),
-                    None,
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged".to_string(), None)
             }
         };
         let mut error = json!({ "code": code, "message": message });

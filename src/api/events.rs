@@ -11,9 +11,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::Caller;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/audit/verify", get(verify))
+    Router::new().route("/api/v1/events", get(events)).route("/api/v1/audit/verify", get(verify))
 }
 
 #[derive(Deserialize)]
@@ -40,12 +38,8 @@ async fn events(
 async fn verify(State(app): State<AppState>, Caller(me, _): Caller) -> ApiResult<Json<Value>> {
     use crate::directory::Role;
     if !(me.has_role(Role::Auditor) || me.has_role(Role::Admin)) {
-        return Err(ApiError::Forbidden(
-            "only auditors and admins verify the audit trail".into(),
-        ));
+        return Err(ApiError::Forbidden("only auditors and admins verify the audit trail".into()));
     }
     let report = app.hub.store.verify_chain().await?;
-    Ok(Json(
-        json!({ "intact": report.broken_at.is_none(), "report": report }),
-    ))
+    Ok(Json(json!({ "intact": report.broken_at.is_none(), "report": report })))
 }

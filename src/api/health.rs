@@ -10,10 +10,7 @@ use serde_json::json;
 use super::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -23,15 +20,10 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when the store answers; the bus's state is reported (a degraded bus still serves,
 /// by polling the store).
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let store_ok = tokio::time::timeout(std::time::Duration::from_secs(2), app.hub.store.ping())
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let store_ok =
+        tokio::time::timeout(std::time::Duration::from_secs(2), app.hub.store.ping()).await.is_ok_and(|r| r.is_ok());
     let bus_ok = app.hub.bus.healthy();
-    let status = if store_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if !store_ok { "unavailable" } else if bus_ok { "ready" } else { "degraded" },
         "store": if store_ok { "ok" } else { "unreachable" },
@@ -42,8 +34,5 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
 }

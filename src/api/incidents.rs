@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/{id}/notes", post(note))
         .route("/{id}/resolve", post(resolve))
         .route("/{id}/cancel", post(cancel))
+        .route("/{id}/escalate", post(escalate))
 }
 
 fn incident_id(raw: &str) -> ApiResult<Uuid> {
@@ -37,29 +38,18 @@ async fn raise(
     headers: HeaderMap,
     body: JsonBody<RaiseRequest>,
 ) -> ApiResult<Response> {
-    let key =
-        match headers.get("idempotency-key") {
-            None => None,
-            Some(v) => Some(v.to_str().map_err(|_| {
-                ApiError::invalid("Idempotency-Key", "Idempotency-Key must be ASCII")
-            })?),
-        };
-    let raised = app.hub.raise(&me, &body.value, key, &body.raw).await?;
-    let status = if raised.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "Idempotency-Key must be ASCII"))?),
     };
+    let raised = app.hub.raise(&me, &body.value, key, &body.raw).await?;
+    let status = if raised.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut response = (status, Json(&raised.incident)).into_response();
-    if let Ok(location) =
-        HeaderValue::from_str(&format!("/api/v1/incidents/{}", raised.incident.id))
-    {
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/incidents/{}", raised.incident.id)) {
         response.headers_mut().insert("location", location);
     }
     if raised.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -82,11 +72,7 @@ async fn list(
     .into_response())
 }
 
-async fn get_one(
-    State(app): State<AppState>,
-    Caller(me, _): Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn get_one(State(app): State<AppState>, Caller(me, _): Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let (incident, timeline) = app.hub.incident(&me, incident_id(&id)?).await?;
     let mut body = serde_json::to_value(&incident).map_err(anyhow::Error::from)?;
     body["timeline"] = serde_json::to_value(timeline).map_err(anyhow::Error::from)?;
@@ -95,11 +81,7 @@ async fn get_one(
 
 /// Optional JSON body of the actions; an empty body is allowed.
 fn optional_body<T: for<'de> Deserialize<'de> + Default>(raw: &[u8]) -> ApiResult<T> {
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        Ok(T::default())
-    } else {
-        parse_json(raw)
-    }
+    if raw.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(raw) }
 }
 
 async fn ack(
@@ -110,20 +92,12 @@ async fn ack(
 ) -> ApiResult<Response> {
     let id = incident_id(&id)?;
     let _: EmptyBody = optional_body(&body)?;
-    let via = if credential == Credential::Cookie {
-        "web"
-    } else {
-        "api"
-    };
+    let via = if credential == Credential::Cookie { "web" } else { "api" };
     let result = app.hub.acknowledge(&me, id, via).await?;
     let mut response = Json(&result.incident).into_response();
     response.headers_mut().insert(
         "ack-result",
-        HeaderValue::from_static(if result.newly_acknowledged {
-            "acknowledged"
-        } else {
-            "already_acknowledged"
-        }),
+        HeaderValue::from_static(if result.newly_acknowledged { "acknowledged" } else { "already_acknowledged" }),
     );
     Ok(response)
 }
@@ -145,10 +119,7 @@ async fn note(
     body: JsonBody<NoteBody>,
 ) -> ApiResult<Response> {
     let id = incident_id(&id)?;
-    let text = body
-        .value
-        .text
-        .ok_or_else(|| ApiError::invalid("text", "`text` is required"))?;
+    let text = body.value.text.ok_or_else(|| ApiError::invalid("text", "`text` is required"))?;
     Ok(Json(app.hub.add_note(&me, id, &text).await?).into_response())
 }
 
@@ -185,10 +156,25 @@ async fn close(
 ) -> ApiResult<Response> {
     let id = incident_id(id)?;
     let body: CloseBody = optional_body(body)?;
-    Ok(Json(
-        app.hub
-            .close(&me, id, state, body.reason.as_deref())
-            .await?,
-    )
-    .into_response())
+    Ok(Json(app.hub.close(&me, id, state, body.reason.as_deref()).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EscalateBody {
+    party: Option<String>,
+}
+
+async fn escalate(
+    State(app): State<AppState>,
+    Caller(me, _): Caller,
+    Path(id): Path<String>,
+    body: JsonBody<EscalateBody>,
+) -> ApiResult<Response> {
+    let id = incident_id(&id)?;
+    let party = body
+        .value
+        .party
+        .ok_or_else(|| ApiError::invalid("party", "`party` is required: the party to move to its next step"))?;
+    Ok(Json(app.hub.escalate(&me, id, &party).await?).into_response())
 }

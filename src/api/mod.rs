@@ -80,11 +80,8 @@ pub fn router(state: AppState) -> Router {
 /// Records request latency by route template (never the raw path: ids would explode the
 /// label set).
 async fn record_latency(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = request.method().to_string();
     let start = Instant::now();
     let response = next.run(request).await;

@@ -20,18 +20,12 @@ async fn network(State(app): State<AppState>, Caller(me, _): Caller) -> ApiResul
         .iter()
         .map(|p| json!({ "code": p.code, "name": p.name, "timezone": p.timezone.name(), "languages": p.languages }))
         .collect();
-    let fields: Vec<Value> = d
-        .fields()
-        .iter()
-        .map(|f| json!({ "id": f.id, "name": f.name }))
-        .collect();
+    let fields: Vec<Value> = d.fields().iter().map(|f| json!({ "id": f.id, "name": f.name })).collect();
     // Phone numbers and addresses stay in the hub: they leave only as pages.
     let focal_points: Vec<Value> = d
         .focal_points()
         .iter()
         .map(|f| json!({ "id": f.id, "name": f.name, "party": f.party, "roles": f.roles, "fields": f.fields, "level": f.level }))
         .collect();
-    Ok(Json(
-        json!({ "parties": parties, "fields": fields, "focal_points": focal_points, "me": me }),
-    ))
+    Ok(Json(json!({ "parties": parties, "fields": fields, "focal_points": focal_points, "me": me })))
 }

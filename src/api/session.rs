@@ -18,10 +18,7 @@ use crate::auth::{SESSION_COOKIE, password, secret};
 use crate::telemetry::names;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/api/v1/session",
-        post(sign_in).get(current).delete(sign_out),
-    )
+    Router::new().route("/api/v1/session", post(sign_in).get(current).delete(sign_out))
 }
 
 #[derive(Deserialize)]
@@ -42,10 +39,7 @@ async fn sign_in(
     connect: ConnectInfo<SocketAddr>,
     body: JsonBody<SignIn>,
 ) -> ApiResult<Response> {
-    let SignIn {
-        id,
-        password: given,
-    } = body.value;
+    let SignIn { id, password: given } = body.value;
     let address = client_address(&connect);
     if id.len() > 64 || given.len() > password::MAX_LENGTH {
         return Err(ApiError::Unauthorized);
@@ -73,29 +67,13 @@ async fn sign_in(
     app.limiter.record_success(&id);
     let session = secret::generate();
     let hours = i64::from(app.settings.server.session_hours.max(1));
-    app.hub
-        .store
-        .insert_session(
-            &secret::hash(&session),
-            &me.id,
-            Utc::now() + chrono::Duration::hours(hours),
-        )
-        .await?;
+    app.hub.store.insert_session(&secret::hash(&session), &me.id, Utc::now() + chrono::Duration::hours(hours)).await?;
     tracing::info!(account = %me.id, %address, "signed in");
-    let secure = if app.settings.server.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        hours * 3600
-    );
+    let secure = if app.settings.server.secure_cookies { "; Secure" } else { "" };
+    let cookie =
+        format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", hours * 3600);
     let mut response = Json(json!({ "me": me })).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(anyhow::Error::from)?,
-    );
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(anyhow::Error::from)?);
     Ok(response)
 }
 
@@ -104,10 +82,7 @@ async fn current(Caller(me, _): Caller) -> impl IntoResponse {
 }
 
 async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let (parts, _) = axum::http::Request::builder()
-        .body(())
-        .map_err(anyhow::Error::from)?
-        .into_parts();
+    let (parts, _) = axum::http::Request::builder().body(()).map_err(anyhow::Error::from)?.into_parts();
     let mut parts = parts;
     parts.headers = headers;
     if let Some(session) = super::extract::session_cookie(&parts) {
@@ -116,9 +91,7 @@ async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<
     let mut response = Json(json!({ "signed_out": true })).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "focalpoint_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
+        HeaderValue::from_static("focalpoint_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     Ok(response)
 }

@@ -58,30 +58,18 @@ async fn upgrade(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::invalid("after", e.body_text()))?;
     if q.after.is_some_and(|a| a < 0) {
-        return Err(ApiError::invalid(
-            "after",
-            "`after` must be a seq (0 or more)",
-        ));
+        return Err(ApiError::invalid("after", "`after` must be a seq (0 or more)"));
     }
     // A cookie rides along with any page's request: only our own pages may use it to
     // open the stream (cross-site WebSocket hijacking).
     if credential == Credential::Cookie {
-        let origin = headers
-            .get(ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .unwrap_or("");
-        let host = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("");
+        let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         // Same-origin (the page came from this hub, under whatever address it was reached
         // at) or one of the configured origins.
-        let same_origin =
-            !host.is_empty() && origin.split_once("://").is_some_and(|(_, h)| h == host);
+        let same_origin = !host.is_empty() && origin.split_once("://").is_some_and(|(_, h)| h == host);
         if !same_origin && !app.allowed_origins.iter().any(|o| o == origin) {
-            return Err(ApiError::Forbidden(
-                "this Origin may not open the stream with a session cookie".into(),
-            ));
+            return Err(ApiError::Forbidden("this Origin may not open the stream with a session cookie".into()));
         }
     }
     let limit = app.settings.limits.ws_max_message_bytes;
@@ -111,15 +99,8 @@ async fn send(sink: &mut Sink, message: Message) -> Result<(), ()> {
 /// Sends a close frame with a reason. A slow client may have a full socket: give it time
 /// to read what is queued so that it still learns where to resume.
 async fn close(sink: &mut Sink, code: u16, reason: String) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
-    };
-    let _ = timeout(
-        Duration::from_secs(30),
-        sink.send(Message::Close(Some(frame))),
-    )
-    .await;
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+    let _ = timeout(Duration::from_secs(30), sink.send(Message::Close(Some(frame)))).await;
 }
 
 async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i64>) {
@@ -146,12 +127,7 @@ async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i6
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "stream could not read the backlog");
-                    close(
-                        &mut sink,
-                        1011,
-                        format!("store unavailable; resume after seq {last}"),
-                    )
-                    .await;
+                    close(&mut sink, 1011, format!("store unavailable; resume after seq {last}")).await;
                     return;
                 }
             };
@@ -260,25 +236,14 @@ struct ClientMessage {
 
 /// Handles one message from the client and returns the reply.
 async fn client_message(app: &AppState, me: &Principal, text: &str) -> serde_json::Value {
-    let error =
-        |code: &str, message: &str| json!({ "type": "error", "code": code, "message": message });
+    let error = |code: &str, message: &str| json!({ "type": "error", "code": code, "message": message });
     let Ok(message) = serde_json::from_str::<ClientMessage>(text) else {
-        return error(
-            "bad_message",
-            r#"expected {"type":"ack","incident":"<id>"}"#,
-        );
+        return error("bad_message", r#"expected {"type":"ack","incident":"<id>"}"#);
     };
     if message.kind != "ack" {
-        return error(
-            "unknown_type",
-            "the only message a client sends is {\"type\":\"ack\",…}",
-        );
+        return error("unknown_type", "the only message a client sends is {\"type\":\"ack\",…}");
     }
-    let Some(id) = message
-        .incident
-        .as_deref()
-        .and_then(|i| uuid::Uuid::parse_str(i).ok())
-    else {
+    let Some(id) = message.incident.as_deref().and_then(|i| uuid::Uuid::parse_str(i).ok()) else {
         return error("not_found", "no such incident");
     };
     match app.hub.acknowledge(me, id, "stream").await {

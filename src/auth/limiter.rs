@@ -17,32 +17,21 @@ const MAX_KEYS: usize = 100_000;
 
 impl SignInLimiter {
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        SignInLimiter {
-            max_failures,
-            window,
-            counters: Mutex::new(HashMap::new()),
-        }
+        SignInLimiter { max_failures, window, counters: Mutex::new(HashMap::new()) }
     }
 
     fn keys(account: &str, address: &str) -> [String; 2] {
-        [
-            format!("account:{}", account.to_ascii_lowercase()),
-            format!("address:{address}"),
-        ]
+        [format!("account:{}", account.to_ascii_lowercase()), format!("address:{address}")]
     }
 
     /// True if another attempt for this account from this address is allowed now.
     pub fn allowed(&self, account: &str, address: &str) -> bool {
         let now = Instant::now();
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        Self::keys(account, address)
-            .iter()
-            .all(|k| match counters.get(k) {
-                Some((start, n)) if now.duration_since(*start) < self.window => {
-                    *n < self.max_failures
-                }
-                _ => true,
-            })
+        Self::keys(account, address).iter().all(|k| match counters.get(k) {
+            Some((start, n)) if now.duration_since(*start) < self.window => *n < self.max_failures,
+            _ => true,
+        })
     }
 
     pub fn record_failure(&self, account: &str, address: &str) {
@@ -78,14 +67,8 @@ mod tests {
             assert!(l.allowed("th-duty", "10.0.0.1"));
             l.record_failure("th-duty", "10.0.0.1");
         }
-        assert!(
-            !l.allowed("th-duty", "10.0.0.2"),
-            "the account is limited from any address"
-        );
-        assert!(
-            !l.allowed("my-drugs", "10.0.0.1"),
-            "the address is limited for any account"
-        );
+        assert!(!l.allowed("th-duty", "10.0.0.2"), "the account is limited from any address");
+        assert!(!l.allowed("my-drugs", "10.0.0.1"), "the address is limited for any account");
         assert!(l.allowed("my-drugs", "10.0.0.2"));
     }
 }

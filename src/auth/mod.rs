@@ -37,16 +37,11 @@ impl Authenticator {
         if !secret::looks_like_secret(session) {
             return Ok(None);
         }
-        let owner = self
-            .store
-            .session_owner(&secret::hash(session), Utc::now())
-            .await?;
+        let owner = self.store.session_owner(&secret::hash(session), Utc::now()).await?;
         Ok(owner.and_then(|id| self.principal(&id)))
     }
 
     pub fn principal(&self, id: &str) -> Option<Principal> {
-        self.directory
-            .focal_point(id)
-            .map(|fp| Principal::from_focal_point(fp, &self.directory))
+        self.directory.focal_point(id).map(|fp| Principal::from_focal_point(fp, &self.directory))
     }
 }

@@ -22,9 +22,7 @@ pub fn hash(secret: &str) -> Vec<u8> {
 
 /// Cheap shape check before any lookup.
 pub fn looks_like_secret(s: &str) -> bool {
-    s.len() == PREFIX.len() + 32
-        && s.starts_with(PREFIX)
-        && s[PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == PREFIX.len() + 32 && s.starts_with(PREFIX) && s[PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

@@ -10,9 +10,7 @@ pub struct MemoryBus {
 
 impl MemoryBus {
     pub fn new(head: i64) -> Self {
-        MemoryBus {
-            head: watch::Sender::new(head),
-        }
+        MemoryBus { head: watch::Sender::new(head) }
     }
 }
 

@@ -52,9 +52,7 @@ pub struct AckArgs {
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?)
+    Ok(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?)
 }
 
 /// Sends a request and returns the JSON body, or explains the API's error.
@@ -91,18 +89,8 @@ pub async fn raise(args: &RaiseArgs) -> anyhow::Result<ExitCode> {
         body["area"] = json!({ "text": area });
     }
     let url = format!("{}/api/v1/incidents", args.remote.url.trim_end_matches('/'));
-    let (status, incident) = call(
-        client()?
-            .post(url)
-            .bearer_auth(&args.remote.token)
-            .json(&body),
-    )
-    .await?;
-    let what = if status == 201 {
-        "raised"
-    } else {
-        "already open (dedup key)"
-    };
+    let (status, incident) = call(client()?.post(url).bearer_auth(&args.remote.token).json(&body)).await?;
+    let what = if status == 201 { "raised" } else { "already open (dedup key)" };
     println!(
         "{what}: {} {} — {}",
         incident["ref"].as_str().unwrap_or("?"),
@@ -121,14 +109,10 @@ pub async fn ack(args: &AckArgs) -> anyhow::Result<ExitCode> {
         let Some(wanted) = crate::domain::reference::normalise(&args.incident) else {
             anyhow::bail!("{:?} is neither an incident id nor a ref", args.incident);
         };
-        let (_, page) = call(
-            http.get(format!("{base}/api/v1/incidents?state=active&limit=500"))
-                .bearer_auth(&args.remote.token),
-        )
-        .await?;
-        let found = page["incidents"]
-            .as_array()
-            .and_then(|list| list.iter().find(|i| i["ref"] == wanted.as_str()));
+        let (_, page) =
+            call(http.get(format!("{base}/api/v1/incidents?state=active&limit=500")).bearer_auth(&args.remote.token))
+                .await?;
+        let found = page["incidents"].as_array().and_then(|list| list.iter().find(|i| i["ref"] == wanted.as_str()));
         match found.and_then(|i| i["id"].as_str()) {
             Some(id) => id.to_string(),
             None => anyhow::bail!("no open incident {wanted} that you may see"),
@@ -140,26 +124,17 @@ pub async fn ack(args: &AckArgs) -> anyhow::Result<ExitCode> {
         .json(&json!({}))
         .send()
         .await?;
-    let already = response
-        .headers()
-        .get("ack-result")
-        .is_some_and(|v| v == "already_acknowledged");
+    let already = response.headers().get("ack-result").is_some_and(|v| v == "already_acknowledged");
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if status >= 400 {
-        anyhow::bail!(
-            "the hub answered {status}: {}",
-            body["error"]["message"].as_str().unwrap_or("no details")
-        );
+        anyhow::bail!("the hub answered {status}: {}", body["error"]["message"].as_str().unwrap_or("no details"));
     }
     let r = body["ref"].as_str().unwrap_or("?");
     if already {
         println!("{r} was already acknowledged for your party; nothing changed");
     } else {
-        println!(
-            "{r} acknowledged; incident is now {}",
-            body["state"].as_str().unwrap_or("?")
-        );
+        println!("{r} acknowledged; incident is now {}", body["state"].as_str().unwrap_or("?"));
     }
     Ok(ExitCode::SUCCESS)
 }

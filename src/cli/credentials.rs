@@ -14,23 +14,15 @@ fn directory(settings: &Settings) -> anyhow::Result<Directory> {
 pub async fn issue_token(settings: &Settings, id: &str, label: &str) -> anyhow::Result<ExitCode> {
     let directory = directory(settings)?;
     let Some(fp) = directory.focal_point(id) else {
-        anyhow::bail!(
-            "no focal point {id:?} in {}",
-            settings.network.file.display()
-        );
+        anyhow::bail!("no focal point {id:?} in {}", settings.network.file.display());
     };
     if label.len() > 200 {
         anyhow::bail!("--label is longer than 200 characters");
     }
     let store = crate::store::open(&settings.store.url, false).await?;
     let token = secret::generate();
-    store
-        .insert_token(&secret::hash(&token), &fp.id, label)
-        .await?;
-    println!(
-        "Token for {} ({}, {}). It is shown once; store it safely:",
-        fp.id, fp.name, fp.party
-    );
+    store.insert_token(&secret::hash(&token), &fp.id, label).await?;
+    println!("Token for {} ({}, {}). It is shown once; store it safely:", fp.id, fp.name, fp.party);
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
@@ -67,15 +59,9 @@ impl Drop for NoEcho {
 pub async fn passwd(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
     let directory = directory(settings)?;
     if directory.focal_point(id).is_none() {
-        anyhow::bail!(
-            "no focal point {id:?} in {}",
-            settings.network.file.display()
-        );
+        anyhow::bail!("no focal point {id:?} in {}", settings.network.file.display());
     }
-    eprint!(
-        "New password for {id} (at least {} characters): ",
-        password::MIN_LENGTH
-    );
+    eprint!("New password for {id} (at least {} characters): ", password::MIN_LENGTH);
     let mut line = String::new();
     {
         let _echo = NoEcho::new();

@@ -1,6 +1,7 @@
 //! The `focalpoint` command line: `serve`, `network check`, credentials, and the officer's
 //! client commands (`raise`, `watch`, `ack`).
 
+mod bench;
 mod client;
 mod credentials;
 mod watch;
@@ -47,6 +48,8 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Acknowledge an incident for your party.
     Ack(client::AckArgs),
+    /// Load-test a running hub: fan-out latency, acks, raise throughput.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -122,12 +125,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Token { command: TokenCommand::Issue { id, label } } => credentials::issue_token(&settings(&cli)?, id, label).await,
+        Command::Token { command: TokenCommand::Issue { id, label } } => {
+            credentials::issue_token(&settings(&cli)?, id, label).await
+        }
         Command::Token { command: TokenCommand::Revoke { id } } => credentials::revoke(&settings(&cli)?, id).await,
         Command::Passwd { id } => credentials::passwd(&settings(&cli)?, id).await,
         Command::Raise(args) => client::raise(args).await,
         Command::Watch(args) => watch::watch(args).await,
         Command::Ack(args) => client::ack(args).await,
+        Command::Bench(args) => bench::bench(args).await,
     }
 }
 

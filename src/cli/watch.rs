@@ -29,11 +29,7 @@ pub fn describe(e: &Value) -> String {
     let at = e["at"]
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default();
     let kind = e["type"].as_str().unwrap_or("?");
     let inc = &e["data"]["incident"];
@@ -46,11 +42,7 @@ pub fn describe(e: &Value) -> String {
             inc["originator"]["party"].as_str().unwrap_or(""),
             inc["parties"]
                 .as_array()
-                .map(|p| p
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","))
+                .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
                 .unwrap_or_default(),
             inc["tlp"].as_str().unwrap_or(""),
             inc["title"].as_str().unwrap_or(""),
@@ -61,28 +53,19 @@ pub fn describe(e: &Value) -> String {
             e["data"]["party"].as_str().unwrap_or(""),
             inc["state"].as_str().unwrap_or("")
         ),
-        "incident.note" => format!(
-            "note by {}: {}",
-            e["data"]["by"].as_str().unwrap_or(""),
-            e["data"]["text"].as_str().unwrap_or("")
-        ),
+        "incident.note" => {
+            format!("note by {}: {}", e["data"]["by"].as_str().unwrap_or(""), e["data"]["text"].as_str().unwrap_or(""))
+        }
         "incident.resolved" | "incident.cancelled" => {
             format!("{r} by {}", e["data"]["by"].as_str().unwrap_or(""))
         }
         _ => e["data"].to_string(),
     };
-    format!(
-        "{at}  #{:<6} {kind:<22} {detail}",
-        e["seq"].as_i64().unwrap_or(0)
-    )
+    format!("{at}  #{:<6} {kind:<22} {detail}", e["seq"].as_i64().unwrap_or(0))
 }
 
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
-    let base = args
-        .remote
-        .url
-        .trim_end_matches('/')
-        .replacen("http", "ws", 1);
+    let base = args.remote.url.trim_end_matches('/').replacen("http", "ws", 1);
     let mut after = args.after;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -91,18 +74,12 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
             None => format!("{base}/api/v1/stream"),
         };
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", args.remote.token).parse()?,
-        );
+        request.headers_mut().insert("authorization", format!("Bearer {}", args.remote.token).parse()?);
         match tokio_tungstenite::connect_async(request).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401 => {
                 anyhow::bail!("the hub refused the token (401)");
             }
-            Err(e) => eprintln!(
-                "-- cannot connect ({e}); retrying in {:.1}s",
-                backoff.as_secs_f32()
-            ),
+            Err(e) => eprintln!("-- cannot connect ({e}); retrying in {:.1}s", backoff.as_secs_f32()),
             Ok((mut ws, _)) => {
                 backoff = Duration::from_millis(500);
                 while let Some(message) = ws.next().await {
@@ -119,17 +96,10 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                             if let Some(seq) = event["seq"].as_i64() {
                                 after = Some(seq);
                             }
-                            if args.json {
-                                println!("{text}")
-                            } else {
-                                println!("{}", describe(&event))
-                            }
+                            if args.json { println!("{text}") } else { println!("{}", describe(&event)) }
                         }
                         Ok(Message::Close(frame)) => {
-                            eprintln!(
-                                "-- closed: {}",
-                                frame.map(|f| f.reason.to_string()).unwrap_or_default()
-                            );
+                            eprintln!("-- closed: {}", frame.map(|f| f.reason.to_string()).unwrap_or_default());
                             break;
                         }
                         Ok(_) => {}

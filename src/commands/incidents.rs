@@ -4,15 +4,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{CommandError, CommandResult, Hub};
-use crate::domain::event::now_millis;
 use crate::domain::incident::{Incident, Originator, State};
 use crate::domain::principal::Principal;
 use crate::domain::raise::RaiseRequest;
 use crate::domain::reference;
 use crate::domain::visibility::Audience;
-use crate::store::{
-    AckOutcome, AckRecord, ChangeOutcome, CloseRecord, NoteRecord, RaiseOutcome, RaiseRecord,
-};
+use crate::engine::plan::plan_raise;
+use crate::store::{AckOutcome, AckRecord, ChangeOutcome, CloseRecord, NoteRecord, RaiseOutcome, RaiseRecord};
 use crate::telemetry::names;
 
 pub const MAX_NOTE: usize = 4_000;
@@ -46,72 +44,35 @@ impl Hub {
         body: &[u8],
     ) -> CommandResult<Raised> {
         if !principal.may_raise() {
-            return Err(CommandError::Forbidden(
-                "only duty officers and bots raise incidents".into(),
-            ));
+            return Err(CommandError::Forbidden("only duty officers and bots raise incidents".into()));
         }
         let idempotency = match idempotency_key {
             None => None,
             Some(key) => {
                 let key = key.trim();
-                if key.is_empty()
-                    || key.len() > MAX_IDEMPOTENCY_KEY
-                    || !key.bytes().all(|b| b.is_ascii_graphic())
-                {
+                if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
                     return Err(CommandError::invalid(
                         "Idempotency-Key",
-                        format!(
-                            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                        ),
+                        format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
                     ));
                 }
-                Some((
-                    principal.id.clone(),
-                    key.to_string(),
-                    hex::encode(Sha256::digest(body)),
-                ))
+                Some((principal.id.clone(), key.to_string(), hex::encode(Sha256::digest(body))))
             }
         };
-        let content = request
-            .validate(&self.directory)
-            .map_err(|e| CommandError::invalid(e.field, e.message))?;
-        let originator = Originator {
-            party: principal.party.clone(),
-            officer: principal.id.clone(),
-        };
-        let audience = Audience::of(
-            content.tlp,
-            &originator,
-            &content.parties,
-            &content.recipients,
-        );
-        let incident = Incident::new(
-            Uuid::new_v4(),
-            reference::generate(4),
-            originator,
-            content,
-            now_millis(),
-        );
+        let content = request.validate(&self.directory).map_err(|e| CommandError::invalid(e.field, e.message))?;
+        let originator = Originator { party: principal.party.clone(), officer: principal.id.clone() };
+        let audience = Audience::of(content.tlp, &originator, &content.parties, &content.recipients);
+        let incident = Incident::new(Uuid::new_v4(), reference::generate(4), originator, content, self.clock.now());
 
-        let outcome = self
-            .store
-            .raise(RaiseRecord {
-                incident,
-                audience,
-                idempotency,
-            })
-            .await?;
+        let escalation = plan_raise(&self.directory, &incident, &audience);
+        let outcome = self.store.raise(RaiseRecord { incident, audience, idempotency, escalation }).await?;
         match outcome {
             RaiseOutcome::Created { incident, seq } => {
                 metrics::counter!(names::INCIDENTS_RAISED).increment(1);
                 tracing::info!(incident = %incident.id, r#ref = %incident.reference, party = %incident.originator.party,
                     severity = %incident.severity, tlp = %incident.tlp, "incident raised");
                 self.announce(seq);
-                Ok(Raised {
-                    incident,
-                    created: true,
-                    replayed: false,
-                })
+                Ok(Raised { incident, created: true, replayed: false })
             }
             RaiseOutcome::DedupHit { incident, audience } => {
                 if !Hub::sees(principal, &audience) {
@@ -119,25 +80,16 @@ impl Hub {
                     // colleague): say the key is taken without showing the incident.
                     return Err(CommandError::Conflict {
                         code: "dedup_key_in_use",
-                        message: "an open incident of your party already uses this dedup_key"
-                            .into(),
+                        message: "an open incident of your party already uses this dedup_key".into(),
                     });
                 }
-                Ok(Raised {
-                    incident,
-                    created: false,
-                    replayed: false,
-                })
+                Ok(Raised { incident, created: false, replayed: false })
             }
             RaiseOutcome::IdempotentReplay { incident, audience } => {
                 if !Hub::sees(principal, &audience) {
                     return Err(CommandError::NotFound);
                 }
-                Ok(Raised {
-                    incident,
-                    created: false,
-                    replayed: true,
-                })
+                Ok(Raised { incident, created: false, replayed: true })
             }
             RaiseOutcome::IdempotencyMismatch => Err(CommandError::Conflict {
                 code: "idempotency_key_reused",
@@ -147,60 +99,38 @@ impl Hub {
     }
 
     /// Loads an incident the principal may see, or NotFound.
-    pub(super) async fn visible(
-        &self,
-        principal: &Principal,
-        id: Uuid,
-    ) -> CommandResult<(Incident, Audience)> {
+    pub(super) async fn visible(&self, principal: &Principal, id: Uuid) -> CommandResult<(Incident, Audience)> {
         match self.store.incident(id).await? {
-            Some((incident, audience)) if Hub::sees(principal, &audience) => {
-                Ok((incident, audience))
-            }
+            Some((incident, audience)) if Hub::sees(principal, &audience) => Ok((incident, audience)),
             _ => Err(CommandError::NotFound),
         }
     }
 
     /// Acknowledges for the principal's party. Idempotent: a second ack changes nothing
     /// and says so.
-    pub async fn acknowledge(
-        &self,
-        principal: &Principal,
-        id: Uuid,
-        via: &str,
-    ) -> CommandResult<AckResult> {
+    pub async fn acknowledge(&self, principal: &Principal, id: Uuid, via: &str) -> CommandResult<AckResult> {
         let (incident, _) = self.visible(principal, id).await?;
         if !principal.may_acknowledge() {
-            return Err(CommandError::Forbidden(
-                "only focal points acknowledge for their party".into(),
-            ));
+            return Err(CommandError::Forbidden("only focal points acknowledge for their party".into()));
         }
         if incident.party_state(&principal.party).is_none() {
-            return Err(CommandError::Forbidden(format!(
-                "{} is not addressed by this incident",
-                principal.party
-            )));
+            return Err(CommandError::Forbidden(format!("{} is not addressed by this incident", principal.party)));
         }
         let ack = AckRecord {
             incident: id,
             party: principal.party.clone(),
             by: principal.id.clone(),
             via: via.into(),
-            at: now_millis(),
+            at: self.clock.now(),
         };
         match self.store.acknowledge(ack).await? {
             AckOutcome::Acknowledged { incident, seq } => {
                 metrics::counter!(names::ACKS).increment(1);
                 tracing::info!(incident = %id, party = %principal.party, by = %principal.id, via, "acknowledged");
                 self.announce(seq);
-                Ok(AckResult {
-                    incident,
-                    newly_acknowledged: true,
-                })
+                Ok(AckResult { incident, newly_acknowledged: true })
             }
-            AckOutcome::AlreadyAcknowledged { incident } => Ok(AckResult {
-                incident,
-                newly_acknowledged: false,
-            }),
+            AckOutcome::AlreadyAcknowledged { incident } => Ok(AckResult { incident, newly_acknowledged: false }),
             AckOutcome::Closed { incident } => Err(CommandError::Conflict {
                 code: "incident_closed",
                 message: format!("incident {} is {}", incident.reference, incident.state),
@@ -209,38 +139,24 @@ impl Hub {
         }
     }
 
-    pub async fn add_note(
-        &self,
-        principal: &Principal,
-        id: Uuid,
-        text: &str,
-    ) -> CommandResult<Incident> {
+    pub async fn add_note(&self, principal: &Principal, id: Uuid, text: &str) -> CommandResult<Incident> {
         self.visible(principal, id).await?;
         let text = text.trim();
         if text.is_empty() {
             return Err(CommandError::invalid("text", "`text` must not be empty"));
         }
         if text.chars().count() > MAX_NOTE {
-            return Err(CommandError::invalid(
-                "text",
-                format!("`text` is longer than {MAX_NOTE} characters"),
-            ));
+            return Err(CommandError::invalid("text", format!("`text` is longer than {MAX_NOTE} characters")));
         }
-        if text
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
-        {
-            return Err(CommandError::invalid(
-                "text",
-                "`text` contains control characters",
-            ));
+        if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+            return Err(CommandError::invalid("text", "`text` contains control characters"));
         }
         let note = NoteRecord {
             incident: id,
             by: principal.id.clone(),
             party: principal.party.clone(),
             text: text.into(),
-            at: now_millis(),
+            at: self.clock.now(),
         };
         self.changed(self.store.add_note(note).await?)
     }
@@ -256,9 +172,7 @@ impl Hub {
     ) -> CommandResult<Incident> {
         let (incident, _) = self.visible(principal, id).await?;
         if principal.party != incident.originator.party || !principal.may_raise() {
-            return Err(CommandError::Forbidden(
-                "only officers of the originating party resolve or cancel".into(),
-            ));
+            return Err(CommandError::Forbidden("only officers of the originating party resolve or cancel".into()));
         }
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         if let Some(r) = reason
@@ -274,7 +188,7 @@ impl Hub {
             state,
             by: principal.id.clone(),
             reason: reason.map(Into::into),
-            at: now_millis(),
+            at: self.clock.now(),
         };
         let incident = self.changed(self.store.close(close).await?)?;
         tracing::info!(incident = %id, state = %state, by = %principal.id, "incident closed");
@@ -289,10 +203,7 @@ impl Hub {
             }
             ChangeOutcome::Closed { incident } => Err(CommandError::Conflict {
                 code: "incident_closed",
-                message: format!(
-                    "incident {} is already {}",
-                    incident.reference, incident.state
-                ),
+                message: format!("incident {} is already {}", incident.reference, incident.state),
             }),
             ChangeOutcome::NotFound => Err(CommandError::NotFound),
         }

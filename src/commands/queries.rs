@@ -25,11 +25,7 @@ pub struct ListRequest {
 }
 
 impl Hub {
-    pub async fn incident(
-        &self,
-        principal: &Principal,
-        id: Uuid,
-    ) -> CommandResult<(Incident, Vec<Event>)> {
+    pub async fn incident(&self, principal: &Principal, id: Uuid) -> CommandResult<(Incident, Vec<Event>)> {
         let (incident, _) = self.visible(principal, id).await?;
         let keys = visibility::viewer_keys(principal);
         let timeline = self
@@ -37,23 +33,15 @@ impl Hub {
             .timeline(id)
             .await?
             .into_iter()
-            .filter(|f| {
-                visibility::may_see(&keys, &f.audience, f.only_for.as_deref(), &principal.id)
-            })
+            .filter(|f| visibility::may_see(&keys, &f.audience, f.only_for.as_deref(), &principal.id))
             .map(|f| f.event)
             .collect();
         Ok((incident, timeline))
     }
 
-    pub async fn list(
-        &self,
-        principal: &Principal,
-        request: &ListRequest,
-    ) -> CommandResult<IncidentPage> {
-        let mut query = IncidentQuery {
-            limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page),
-            ..Default::default()
-        };
+    pub async fn list(&self, principal: &Principal, request: &ListRequest) -> CommandResult<IncidentPage> {
+        let mut query =
+            IncidentQuery { limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page), ..Default::default() };
         if let Some(states) = &request.state {
             for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 if s == "active" {
@@ -71,27 +59,19 @@ impl Hub {
         }
         if let Some(party) = &request.party {
             if self.directory.party(party).is_none() {
-                return Err(CommandError::invalid(
-                    "party",
-                    format!("unknown party {party:?}"),
-                ));
+                return Err(CommandError::invalid("party", format!("unknown party {party:?}")));
             }
             query.party = Some(party.clone());
         }
         if let Some(field) = &request.field {
             if self.directory.field(field).is_none() {
-                return Err(CommandError::invalid(
-                    "field",
-                    format!("unknown field {field:?}"),
-                ));
+                return Err(CommandError::invalid("field", format!("unknown field {field:?}")));
             }
             query.field = Some(field.clone());
         }
         if let Some(s) = &request.severity {
             s.parse::<crate::domain::incident::Severity>()
-                .map_err(|_| {
-                    CommandError::invalid("severity", format!("unknown severity {s:?}"))
-                })?;
+                .map_err(|_| CommandError::invalid("severity", format!("unknown severity {s:?}")))?;
             query.severity = Some(s.clone());
         }
         if let Some(t) = &request.tlp {
@@ -107,10 +87,7 @@ impl Hub {
                 .ok_or_else(|| CommandError::invalid("cursor", "bad cursor"))?;
             query.before_seq = Some(seq);
         }
-        Ok(self
-            .store
-            .list_incidents(&query, &Hub::viewer(principal))
-            .await?)
+        Ok(self.store.list_incidents(&query, &Hub::viewer(principal)).await?)
     }
 
     /// Events after `after` that the principal may see, oldest first.
@@ -121,17 +98,9 @@ impl Hub {
         limit: Option<u32>,
     ) -> CommandResult<Vec<Event>> {
         if after < 0 {
-            return Err(CommandError::invalid(
-                "after",
-                "`after` must be a seq (0 or more)",
-            ));
+            return Err(CommandError::invalid("after", "`after` must be a seq (0 or more)"));
         }
-        let limit = limit
-            .unwrap_or(self.limits.max_page)
-            .clamp(1, self.limits.max_page);
-        Ok(self
-            .store
-            .visible_events(after, limit, &Hub::viewer(principal))
-            .await?)
+        let limit = limit.unwrap_or(self.limits.max_page).clamp(1, self.limits.max_page);
+        Ok(self.store.visible_events(after, limit, &Hub::viewer(principal)).await?)
     }
 }

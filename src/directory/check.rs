@@ -19,12 +19,7 @@ pub struct Lines {
 impl Lines {
     pub fn new(src: &str) -> Lines {
         let mut starts = vec![0];
-        starts.extend(
-            src.bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
+        starts.extend(src.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
         Lines { starts }
     }
 
@@ -76,10 +71,7 @@ pub fn id(s: &str) -> Result<(), String> {
     if s.len() > MAX_ID {
         return Err(format!("is longer than {MAX_ID} characters"));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return Err("may only contain a-z, 0-9 and `-`".into());
     }
     Ok(())
@@ -99,8 +91,7 @@ pub fn language(s: &str) -> Result<(), String> {
     let mut parts = s.split('-');
     let lang = parts.next().unwrap_or("");
     let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase());
-    let rest_ok =
-        parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let rest_ok = parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
     if lang_ok && rest_ok && s.len() <= 35 {
         Ok(())
     } else {
@@ -111,14 +102,10 @@ pub fn language(s: &str) -> Result<(), String> {
 /// E.164: `+`, then 8 to 15 digits, the first not 0. No spaces: the SMS
 /// gateway and inbound matching compare the exact string.
 pub fn e164(s: &str) -> Result<(), String> {
-    let ok = s.strip_prefix('+').is_some_and(|d| {
-        (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err("is not E.164 (`+` then 8-15 digits, no spaces)".into())
-    }
+    let ok = s
+        .strip_prefix('+')
+        .is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0'));
+    if ok { Ok(()) } else { Err("is not E.164 (`+` then 8-15 digits, no spaces)".into()) }
 }
 
 /// A deliberately loose email check: one `@`, a non-empty local part and a
@@ -141,13 +128,9 @@ pub fn email(s: &str) -> Result<(), String> {
 /// An http(s) URL with a host; anything else could not be delivered to.
 pub fn webhook_url(s: &str) -> Result<(), String> {
     text(s)?;
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"));
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
     match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.chars().any(char::is_whitespace) => {
-            Ok(())
-        }
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.chars().any(char::is_whitespace) => Ok(()),
         _ => Err("is not an http:// or https:// URL".into()),
     }
 }
@@ -164,10 +147,7 @@ pub fn wait(s: &str) -> Result<Duration, String> {
     let mut num: Option<u64> = None;
     for c in s.chars() {
         if let Some(d) = c.to_digit(10) {
-            let n = num
-                .unwrap_or(0)
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(d as u64));
+            let n = num.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(d as u64));
             num = Some(n.ok_or_else(bad)?);
             continue;
         }
@@ -183,10 +163,7 @@ pub fn wait(s: &str) -> Result<Duration, String> {
             return Err(bad());
         }
         last_unit = unit;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
     }
     if num.is_some() {
         // Trailing digits without a unit: "5" is ambiguous, refuse it.
@@ -225,20 +202,7 @@ mod tests {
         assert_eq!(wait("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(wait("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(wait("7d"), Ok(MAX_WAIT));
-        for bad in [
-            "",
-            "0s",
-            "5",
-            "m",
-            "5x",
-            "1m1h",
-            "1h1h",
-            "-5m",
-            "5 m",
-            "8d",
-            "99999999999999999999s",
-            "1.5h",
-        ] {
+        for bad in ["", "0s", "5", "m", "5x", "1m1h", "1h1h", "-5m", "5 m", "8d", "99999999999999999999s", "1.5h"] {
             assert!(wait(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -247,14 +211,7 @@ mod tests {
     fn phones() {
         assert!(e164("+6625550101").is_ok());
         assert!(e164("+861055550101").is_ok());
-        for bad in [
-            "6625550101",
-            "+66 2555 0101",
-            "+0625550101",
-            "+1234567",
-            "+1234567890123456",
-            "+",
-        ] {
+        for bad in ["6625550101", "+66 2555 0101", "+0625550101", "+1234567", "+1234567890123456", "+"] {
             assert!(e164(bad).is_err(), "{bad:?}");
         }
     }
@@ -262,9 +219,7 @@ mod tests {
     #[test]
     fn emails_and_urls() {
         assert!(email("th-drugs@th.example.org").is_ok());
-        for bad in [
-            "a", "a@b", "a@@b.c", "@b.c", "a@b.", "a@.b", "a b@c.d", "a@b@c.d",
-        ] {
+        for bad in ["a", "a@b", "a@@b.c", "@b.c", "a@b.", "a@.b", "a b@c.d", "a@b@c.d"] {
             assert!(email(bad).is_err(), "{bad:?}");
         }
         assert!(webhook_url("http://127.0.0.1:9/hooks/x").is_ok());
@@ -277,9 +232,7 @@ mod tests {
     #[test]
     fn codes_ids_languages() {
         assert!(party_code("TH").is_ok() && party_code("ASEAN").is_ok());
-        assert!(
-            party_code("th").is_err() && party_code("THA").is_err() && party_code("*").is_err()
-        );
+        assert!(party_code("th").is_err() && party_code("THA").is_err() && party_code("*").is_err());
         assert!(id("th-drugs-2").is_ok());
         assert!(id("TH").is_err() && id("a_b").is_err() && id(&"a".repeat(65)).is_err());
         assert!(language("fil").is_ok() && language("zh-Hans").is_ok());

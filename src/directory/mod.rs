@@ -42,11 +42,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "line {}: {}", self.line, self.message)
-        }
+        if self.line == 0 { f.write_str(&self.message) } else { write!(f, "line {}: {}", self.line, self.message) }
     }
 }
 
@@ -63,10 +59,7 @@ pub enum LoadError {
     TooLarge { path: String, limit: u64 },
     /// The Display only counts; use [`LoadError::report`] to show every problem.
     #[error("{} problem(s) in {path}", .problems.len())]
-    Invalid {
-        path: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: String, problems: Vec<Problem> },
 }
 
 impl LoadError {
@@ -109,42 +102,25 @@ impl Directory {
     /// Reads and validates a network file (at most [`MAX_FILE_BYTES`]).
     pub fn load(path: &Path) -> Result<Directory, LoadError> {
         let shown = path.display().to_string();
-        let io = |source| LoadError::Io {
-            path: shown.clone(),
-            source,
-        };
+        let io = |source| LoadError::Io { path: shown.clone(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         // Read through `take` rather than trusting metadata: the path may be a
         // pipe or device, or the file may grow between stat and read.
         let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(LoadError::TooLarge {
-                path: shown,
-                limit: MAX_FILE_BYTES,
-            });
+            return Err(LoadError::TooLarge { path: shown, limit: MAX_FILE_BYTES });
         }
         let src = match String::from_utf8(bytes) {
             Ok(s) => s,
             Err(e) => {
                 let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
                 let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-                let problems = vec![Problem {
-                    line,
-                    message: "the file is not valid UTF-8".into(),
-                }];
-                return Err(LoadError::Invalid {
-                    path: shown,
-                    problems,
-                });
+                let problems = vec![Problem { line, message: "the file is not valid UTF-8".into() }];
+                return Err(LoadError::Invalid { path: shown, problems });
             }
         };
-        Directory::parse(&src).map_err(|problems| LoadError::Invalid {
-            path: shown,
-            problems,
-        })
+        Directory::parse(&src).map_err(|problems| LoadError::Invalid { path: shown, problems })
     }
 
     /// Validates network-file text; on failure returns all problems, sorted by line.
@@ -159,26 +135,10 @@ impl Directory {
         focal_points: Vec<FocalPoint>,
         policies: Vec<Policy>,
     ) -> Directory {
-        let party_ix = parties
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.code.clone(), i))
-            .collect();
-        let field_ix = fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.id.clone(), i))
-            .collect();
-        let fp_ix = focal_points
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.id.clone(), i))
-            .collect();
-        let phone_ix = focal_points
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.phone.clone().map(|p| (p, i)))
-            .collect();
+        let party_ix = parties.iter().enumerate().map(|(i, p)| (p.code.clone(), i)).collect();
+        let field_ix = fields.iter().enumerate().map(|(i, f)| (f.id.clone(), i)).collect();
+        let fp_ix = focal_points.iter().enumerate().map(|(i, f)| (f.id.clone(), i)).collect();
+        let phone_ix = focal_points.iter().enumerate().filter_map(|(i, f)| f.phone.clone().map(|p| (p, i))).collect();
         let mut members_ix: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, f) in focal_points.iter().enumerate() {
             members_ix.entry(f.party.clone()).or_default().push(i);
@@ -187,10 +147,8 @@ impl Directory {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let key = (
-                    p.party.clone().unwrap_or_else(|| "*".into()),
-                    p.field.clone().unwrap_or_else(|| "*".into()),
-                );
+                let key =
+                    (p.party.clone().unwrap_or_else(|| "*".into()), p.field.clone().unwrap_or_else(|| "*".into()));
                 (key, i)
             })
             .collect();
@@ -244,18 +202,12 @@ impl Directory {
 
     /// Principals with role `coordinator`, in file order.
     pub fn coordinators(&self) -> impl Iterator<Item = &FocalPoint> {
-        self.focal_points
-            .iter()
-            .filter(|f| f.has_role(Role::Coordinator))
+        self.focal_points.iter().filter(|f| f.has_role(Role::Coordinator))
     }
 
     /// Every principal of `party` (any role), in file order.
     pub fn members(&self, party: &str) -> impl Iterator<Item = &FocalPoint> {
-        self.members_ix
-            .get(party)
-            .into_iter()
-            .flatten()
-            .map(|&i| &self.focal_points[i])
+        self.members_ix.get(party).into_iter().flatten().map(|&i| &self.focal_points[i])
     }
 
     /// Policy for (party, field) with fallbacks (party, "*"), then ("*", field),
@@ -264,23 +216,14 @@ impl Directory {
     /// ("*", field) sits after (party, "*") because a party's own policy encodes
     /// how that party is staffed, which a network-wide field rule cannot know.
     pub fn policy_for(&self, party: &str, field: &str) -> Option<&Policy> {
-        let get = |p: &str, f: &str| {
-            self.policy_ix
-                .get(&(p.to_string(), f.to_string()))
-                .map(|&i| &self.policies[i])
-        };
-        get(party, field)
-            .or_else(|| get(party, "*"))
-            .or_else(|| get("*", field))
-            .or_else(|| get("*", "*"))
+        let get = |p: &str, f: &str| self.policy_ix.get(&(p.to_string(), f.to_string())).map(|&i| &self.policies[i]);
+        get(party, field).or_else(|| get(party, "*")).or_else(|| get("*", field)).or_else(|| get("*", "*"))
     }
 
     /// Focal points of `party` with role focal (or coordinator) at exactly `level`
     /// covering `field` ("*" in fields covers all), in file order.
     pub fn focal_points_at_level(&self, party: &str, field: &str, level: u8) -> Vec<&FocalPoint> {
-        self.members(party)
-            .filter(|f| f.is_pageable() && f.level == level && f.covers(field))
-            .collect()
+        self.members(party).filter(|f| f.is_pageable() && f.level == level && f.covers(field)).collect()
     }
 
     /// One-line summary, as printed by `focalpoint network check`.

@@ -79,14 +79,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Officer,
-        Role::Focal,
-        Role::Coordinator,
-        Role::Bot,
-        Role::Admin,
-        Role::Auditor,
-    ];
+    pub const ALL: [Role; 6] = [Role::Officer, Role::Focal, Role::Coordinator, Role::Bot, Role::Admin, Role::Auditor];
 
     /// The spelling used in the network file and in JSON.
     pub fn as_str(self) -> &'static str {
@@ -122,12 +115,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
-        Channel::Dashboard,
-        Channel::Sms,
-        Channel::Email,
-        Channel::Webhook,
-    ];
+    pub const ALL: [Channel; 4] = [Channel::Dashboard, Channel::Sms, Channel::Email, Channel::Webhook];
 
     /// The spelling used in the network file and in JSON.
     pub fn as_str(self) -> &'static str {
@@ -188,11 +176,7 @@ impl Policy {
 
     /// `party/field` as written in the file (`*` for wildcards), for messages.
     pub fn label(&self) -> String {
-        format!(
-            "({}, {})",
-            self.party.as_deref().unwrap_or("*"),
-            self.field.as_deref().unwrap_or("*")
-        )
+        format!("({}, {})", self.party.as_deref().unwrap_or("*"), self.field.as_deref().unwrap_or("*"))
     }
 }
 
@@ -268,16 +252,8 @@ mod tests {
             field: None,
             repeat: 0,
             steps: vec![
-                Step {
-                    notify: Notify::Level(1),
-                    wait: Duration::from_secs(300),
-                    channels: vec![Channel::Sms],
-                },
-                Step {
-                    notify: Notify::Coordinators,
-                    wait: Duration::from_secs(2),
-                    channels: vec![Channel::Email],
-                },
+                Step { notify: Notify::Level(1), wait: Duration::from_secs(300), channels: vec![Channel::Sms] },
+                Step { notify: Notify::Coordinators, wait: Duration::from_secs(2), channels: vec![Channel::Email] },
             ],
             scale,
             line: 1,
@@ -286,29 +262,18 @@ mod tests {
 
     #[test]
     fn wait_scales_by_severity() {
-        let p = policy(Scale {
-            extreme: Some(0.25),
-            severe: Some(0.5),
-            ..Scale::default()
-        });
+        let p = policy(Scale { extreme: Some(0.25), severe: Some(0.5), ..Scale::default() });
         assert_eq!(p.wait(0, "extreme"), Duration::from_secs(75));
         assert_eq!(p.wait(0, "Severe"), Duration::from_secs(150));
         assert_eq!(p.wait(0, "moderate"), Duration::from_secs(300));
         assert_eq!(p.wait(0, "nonsense"), Duration::from_secs(300));
-        assert_eq!(
-            p.wait(1, "extreme"),
-            Duration::from_secs(1),
-            "floored at 1 s"
-        );
+        assert_eq!(p.wait(1, "extreme"), Duration::from_secs(1), "floored at 1 s");
         assert_eq!(p.wait(7, "extreme"), Duration::ZERO);
     }
 
     #[test]
     fn unknown_severity_uses_unknown_multiplier() {
-        let p = policy(Scale {
-            unknown: Some(0.5),
-            ..Scale::default()
-        });
+        let p = policy(Scale { unknown: Some(0.5), ..Scale::default() });
         assert_eq!(p.wait(0, "whatever"), Duration::from_secs(150));
         assert_eq!(p.wait(0, "unknown"), Duration::from_secs(150));
     }
@@ -323,9 +288,6 @@ mod tests {
         }
         assert_eq!(Role::parse("Focal"), None);
         assert_eq!(Notify::Level(2).to_string(), "level:2");
-        assert_eq!(
-            Notify::FocalPoint("th-drugs".into()).to_string(),
-            "focal:th-drugs"
-        );
+        assert_eq!(Notify::FocalPoint("th-drugs".into()).to_string(), "focal:th-drugs");
     }
 }

@@ -92,20 +92,11 @@ impl Ctx {
     }
 
     /// Runs a `check::*` function on a spanned value, reporting `what key` on failure.
-    fn check(
-        &mut self,
-        what: &str,
-        key: &str,
-        v: &Spanned<String>,
-        f: fn(&str) -> Result<(), String>,
-    ) -> bool {
+    fn check(&mut self, what: &str, key: &str, v: &Spanned<String>, f: fn(&str) -> Result<(), String>) -> bool {
         match f(v.get_ref()) {
             Ok(()) => true,
             Err(reason) => {
-                self.at(
-                    v.span(),
-                    format!("{what}: {key} {} {reason}", quote(v.get_ref())),
-                );
+                self.at(v.span(), format!("{what}: {key} {} {reason}", quote(v.get_ref())));
                 false
             }
         }
@@ -118,16 +109,10 @@ pub(super) fn parse(src: &str) -> Result<Directory, Vec<Problem>> {
         Ok(r) => r,
         Err(e) => {
             let line = e.span().map_or(0, |s| lines.line(s.start));
-            return Err(vec![Problem {
-                line,
-                message: e.message().trim().to_string(),
-            }]);
+            return Err(vec![Problem { line, message: e.message().trim().to_string() }]);
         }
     };
-    let mut cx = Ctx {
-        lines,
-        problems: Vec::new(),
-    };
+    let mut cx = Ctx { lines, problems: Vec::new() };
     let parties = parties(&mut cx, raw.party);
     let fields = fields(&mut cx, raw.field);
     let focal_points = focal_points(&mut cx, raw.focal_point, &parties, &fields);
@@ -142,10 +127,7 @@ pub(super) fn parse(src: &str) -> Result<Directory, Vec<Problem>> {
 
 pub(super) fn too_many(cx: &mut Ctx, what: &str, n: usize, max: usize) {
     if n > max {
-        cx.problems.push(Problem {
-            line: 0,
-            message: format!("{n} {what} entries, at most {max} are allowed"),
-        });
+        cx.problems.push(Problem { line: 0, message: format!("{n} {what} entries, at most {max} are allowed") });
     }
 }
 
@@ -166,30 +148,21 @@ fn parties(cx: &mut Ctx, raw: Vec<Spanned<RawParty>>) -> Vec<Party> {
         let what = format!("party {}", quote(p.code.get_ref()));
         let mut ok = cx.check(&what, "code", &p.code, check::party_code);
         if let Some(first) = seen.get(p.code.get_ref()) {
-            cx.at(
-                p.code.span(),
-                format!("{what}: duplicate party code (first defined on line {first})"),
-            );
+            cx.at(p.code.span(), format!("{what}: duplicate party code (first defined on line {first})"));
             ok = false;
         }
         cx.check(&what, "name", &p.name, check::text);
         let timezone = match p.timezone.get_ref().parse::<chrono_tz::Tz>() {
             Ok(tz) => tz,
             Err(_) => {
-                let msg = format!(
-                    "{what}: timezone {} is not an IANA time zone",
-                    quote(p.timezone.get_ref())
-                );
+                let msg = format!("{what}: timezone {} is not an IANA time zone", quote(p.timezone.get_ref()));
                 cx.at(p.timezone.span(), msg);
                 chrono_tz::Tz::UTC
             }
         };
         let (lspan, langs) = list(p.languages);
         if langs.is_empty() {
-            cx.at(
-                lspan.unwrap_or(at.clone()),
-                format!("{what}: languages is empty (list at least one)"),
-            );
+            cx.at(lspan.unwrap_or(at.clone()), format!("{what}: languages is empty (list at least one)"));
         }
         let mut languages = Vec::new();
         for l in langs {
@@ -201,12 +174,7 @@ fn parties(cx: &mut Ctx, raw: Vec<Spanned<RawParty>>) -> Vec<Party> {
         }
         if ok {
             seen.insert(p.code.get_ref().clone(), cx.lines.line(at.start));
-            out.push(Party {
-                code: p.code.into_inner(),
-                name: p.name.into_inner(),
-                timezone,
-                languages,
-            });
+            out.push(Party { code: p.code.into_inner(), name: p.name.into_inner(), timezone, languages });
         }
     }
     out
@@ -222,19 +190,13 @@ fn fields(cx: &mut Ctx, raw: Vec<Spanned<RawField>>) -> Vec<Field> {
         let what = format!("field {}", quote(f.id.get_ref()));
         let mut ok = cx.check(&what, "id", &f.id, check::id);
         if let Some(first) = seen.get(f.id.get_ref()) {
-            cx.at(
-                f.id.span(),
-                format!("{what}: duplicate field id (first defined on line {first})"),
-            );
+            cx.at(f.id.span(), format!("{what}: duplicate field id (first defined on line {first})"));
             ok = false;
         }
         cx.check(&what, "name", &f.name, check::text);
         if ok {
             seen.insert(f.id.get_ref().clone(), cx.lines.line(at.start));
-            out.push(Field {
-                id: f.id.into_inner(),
-                name: f.name.into_inner(),
-            });
+            out.push(Field { id: f.id.into_inner(), name: f.name.into_inner() });
         }
     }
     out
@@ -257,10 +219,7 @@ fn focal_points(
         let what = format!("focal point {}", quote(f.id.get_ref()));
         let mut ok = cx.check(&what, "id", &f.id, check::id);
         if let Some(first) = seen.get(f.id.get_ref()) {
-            cx.at(
-                f.id.span(),
-                format!("{what}: duplicate focal point id (first defined on line {first})"),
-            );
+            cx.at(f.id.span(), format!("{what}: duplicate focal point id (first defined on line {first})"));
             ok = false;
         }
         cx.check(&what, "name", &f.name, check::text);
@@ -268,10 +227,7 @@ fn focal_points(
         if party.is_none() {
             cx.at(
                 f.party.span(),
-                format!(
-                    "{what}: party {} is not a [[party]] of the network",
-                    quote(f.party.get_ref())
-                ),
+                format!("{what}: party {} is not a [[party]] of the network", quote(f.party.get_ref())),
             );
         }
 
@@ -281,14 +237,17 @@ fn focal_points(
             match Role::parse(r.get_ref()) {
                 Some(role) if !roles.contains(&role) => roles.push(role),
                 Some(_) => {}
-                None => cx.at(r.span(), format!("{what}: unknown role {} (officer, focal, coordinator, bot, admin or auditor)", quote(r.get_ref()))),
+                None => cx.at(
+                    r.span(),
+                    format!(
+                        "{what}: unknown role {} (officer, focal, coordinator, bot, admin or auditor)",
+                        quote(r.get_ref())
+                    ),
+                ),
             }
         }
         if roles.is_empty() {
-            cx.at(
-                rspan.unwrap_or(at.clone()),
-                format!("{what}: roles is empty (give at least one role)"),
-            );
+            cx.at(rspan.unwrap_or(at.clone()), format!("{what}: roles is empty (give at least one role)"));
         }
         let pageable = roles.contains(&Role::Focal) || roles.contains(&Role::Coordinator);
 
@@ -299,27 +258,24 @@ fn focal_points(
             if !known {
                 cx.at(
                     fl.span(),
-                    format!(
-                        "{what}: field {} is not a [[field]] of the network (or `*`)",
-                        quote(fl.get_ref())
-                    ),
+                    format!("{what}: field {} is not a [[field]] of the network (or `*`)", quote(fl.get_ref())),
                 );
             } else if !covered.contains(fl.get_ref()) {
                 covered.push(fl.into_inner());
             }
         }
         if pageable && covered.is_empty() {
-            cx.at(fspan.unwrap_or(at.clone()), format!("{what}: has role focal or coordinator but covers no field (use [\"*\"] for all)"));
+            cx.at(
+                fspan.unwrap_or(at.clone()),
+                format!("{what}: has role focal or coordinator but covers no field (use [\"*\"] for all)"),
+            );
         }
 
         let level = match f.level {
             None => 1,
             Some(l) if (1..=9).contains(l.get_ref()) => *l.get_ref() as u8,
             Some(l) => {
-                cx.at(
-                    l.span(),
-                    format!("{what}: level {} is not between 1 and 9", l.get_ref()),
-                );
+                cx.at(l.span(), format!("{what}: level {} is not between 1 and 9", l.get_ref()));
                 1
             }
         };
@@ -328,9 +284,7 @@ fn focal_points(
                 cx.check(&what, "language", &l, check::language);
                 l.into_inner()
             }
-            None => party
-                .and_then(|p| p.languages.first().cloned())
-                .unwrap_or_else(|| "en".to_string()),
+            None => party.and_then(|p| p.languages.first().cloned()).unwrap_or_else(|| "en".to_string()),
         };
         let phone = f.phone.map(|p| {
             if cx.check(&what, "phone", &p, check::e164) {
@@ -364,10 +318,7 @@ fn focal_points(
             let Some(ch) = Channel::parse(c.get_ref()) else {
                 cx.at(
                     c.span(),
-                    format!(
-                        "{what}: unknown channel {} (dashboard, sms, email or webhook)",
-                        quote(c.get_ref())
-                    ),
+                    format!("{what}: unknown channel {} (dashboard, sms, email or webhook)", quote(c.get_ref())),
                 );
                 continue;
             };
@@ -385,7 +336,10 @@ fn focal_points(
             }
         }
         if pageable && channels.is_empty() {
-            cx.at(cspan.unwrap_or(at.clone()), format!("{what}: has role focal or coordinator but no channels, so it could never be paged"));
+            cx.at(
+                cspan.unwrap_or(at.clone()),
+                format!("{what}: has role focal or coordinator but no channels, so it could never be paged"),
+            );
         }
 
         if ok {

@@ -56,11 +56,8 @@ pub(super) fn policies(
     fps: &[FocalPoint],
 ) -> Vec<Policy> {
     too_many(cx, "[[policy]]", raw.len(), MAX_POLICIES);
-    let levels: HashSet<(&str, u8)> = fps
-        .iter()
-        .filter(|f| f.is_pageable())
-        .map(|f| (f.party.as_str(), f.level))
-        .collect();
+    let levels: HashSet<(&str, u8)> =
+        fps.iter().filter(|f| f.is_pageable()).map(|f| (f.party.as_str(), f.level)).collect();
     let by_id: HashMap<&str, &FocalPoint> = fps.iter().map(|f| (f.id.as_str(), f)).collect();
     let any_coordinator = fps.iter().any(|f| f.has_role(Role::Coordinator));
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -75,24 +72,21 @@ pub(super) fn policies(
         if party != "*" && !parties.iter().any(|x| x.code == party) {
             cx.at(
                 p.party.span(),
-                format!(
-                    "{what}: party {} is not a [[party]] of the network (or `*`)",
-                    quote(&party)
-                ),
+                format!("{what}: party {} is not a [[party]] of the network (or `*`)", quote(&party)),
             );
         }
         if field != "*" && !fields.iter().any(|x| x.id == field) {
             cx.at(
                 p.field.span(),
-                format!(
-                    "{what}: field {} is not a [[field]] of the network (or `*`)",
-                    quote(&field)
-                ),
+                format!("{what}: field {} is not a [[field]] of the network (or `*`)", quote(&field)),
             );
         }
         catch_all |= party == "*" && field == "*";
         if let Some(first) = seen.get(&(party.clone(), field.clone())) {
-            cx.at(at.clone(), format!("{what}: duplicate policy for this (party, field) (first defined on line {first})"));
+            cx.at(
+                at.clone(),
+                format!("{what}: duplicate policy for this (party, field) (first defined on line {first})"),
+            );
         } else {
             seen.insert((party.clone(), field.clone()), line);
         }
@@ -101,13 +95,7 @@ pub(super) fn policies(
             None => 0,
             Some(r) if (0..=MAX_REPEAT).contains(r.get_ref()) => *r.get_ref() as u32,
             Some(r) => {
-                cx.at(
-                    r.span(),
-                    format!(
-                        "{what}: repeat {} is not between 0 and {MAX_REPEAT}",
-                        r.get_ref()
-                    ),
-                );
+                cx.at(r.span(), format!("{what}: repeat {} is not between 0 and {MAX_REPEAT}", r.get_ref()));
                 0
             }
         };
@@ -118,18 +106,9 @@ pub(super) fn policies(
             None => (at.clone(), Vec::new()),
         };
         if raw_steps.is_empty() {
-            cx.at(
-                sspan,
-                format!("{what}: steps is empty (a policy needs at least one step)"),
-            );
+            cx.at(sspan, format!("{what}: steps is empty (a policy needs at least one step)"));
         } else if raw_steps.len() > MAX_STEPS {
-            cx.at(
-                sspan,
-                format!(
-                    "{what}: {} steps, at most {MAX_STEPS} are allowed",
-                    raw_steps.len()
-                ),
-            );
+            cx.at(sspan, format!("{what}: {} steps, at most {MAX_STEPS} are allowed", raw_steps.len()));
         }
         let party_ref = (party != "*").then_some(party.as_str());
         let mut steps = Vec::new();
@@ -142,9 +121,7 @@ pub(super) fn policies(
                 if !any_coordinator {
                     cx.at(
                         s.notify.span(),
-                        format!(
-                            "{swhat} notifies coordinators but no focal point has role coordinator"
-                        ),
+                        format!("{swhat} notifies coordinators but no focal point has role coordinator"),
                     );
                 }
                 Some(Notify::Coordinators)
@@ -152,27 +129,41 @@ pub(super) fn policies(
                 match lv.parse::<u8>() {
                     Ok(l) if (1..=9).contains(&l) && lv.bytes().all(|b| b.is_ascii_digit()) => {
                         if let Some(pc) = party_ref.filter(|pc| !levels.contains(&(*pc, l))) {
-                            cx.at(s.notify.span(), format!("{swhat} notifies level:{l} but party {pc} has no focal point at level {l}"));
+                            cx.at(
+                                s.notify.span(),
+                                format!("{swhat} notifies level:{l} but party {pc} has no focal point at level {l}"),
+                            );
                         }
                         Some(Notify::Level(l))
                     }
                     _ => {
-                        cx.at(
-                            s.notify.span(),
-                            format!("{swhat}: notify {} needs a level between 1 and 9", quote(n)),
-                        );
+                        cx.at(s.notify.span(), format!("{swhat}: notify {} needs a level between 1 and 9", quote(n)));
                         None
                     }
                 }
             } else if let Some(id) = n.strip_prefix("focal:") {
                 match by_id.get(id) {
-                    None => cx.at(s.notify.span(), format!("{swhat} notifies focal point {} which is not in the network", quote(id))),
-                    Some(fp) if !fp.is_pageable() => {
-                        cx.at(s.notify.span(), format!("{swhat} notifies focal point {} which has neither role focal nor coordinator", quote(id)))
-                    }
+                    None => cx.at(
+                        s.notify.span(),
+                        format!("{swhat} notifies focal point {} which is not in the network", quote(id)),
+                    ),
+                    Some(fp) if !fp.is_pageable() => cx.at(
+                        s.notify.span(),
+                        format!(
+                            "{swhat} notifies focal point {} which has neither role focal nor coordinator",
+                            quote(id)
+                        ),
+                    ),
                     Some(fp) => {
                         if let Some(pc) = party_ref.filter(|pc| *pc != fp.party) {
-                            cx.at(s.notify.span(), format!("{swhat} notifies focal point {} of party {} but the policy is for party {pc}", quote(id), fp.party));
+                            cx.at(
+                                s.notify.span(),
+                                format!(
+                                    "{swhat} notifies focal point {} of party {} but the policy is for party {pc}",
+                                    quote(id),
+                                    fp.party
+                                ),
+                            );
                         }
                     }
                 }
@@ -180,20 +171,14 @@ pub(super) fn policies(
             } else {
                 cx.at(
                     s.notify.span(),
-                    format!(
-                        "{swhat}: notify {} is not `level:N`, `focal:<id>` or `coordinators`",
-                        quote(n)
-                    ),
+                    format!("{swhat}: notify {} is not `level:N`, `focal:<id>` or `coordinators`", quote(n)),
                 );
                 None
             };
             let wait = match check::wait(s.wait.get_ref()) {
                 Ok(w) => Some(w),
                 Err(reason) => {
-                    cx.at(
-                        s.wait.span(),
-                        format!("{swhat}: wait {} {reason}", quote(s.wait.get_ref())),
-                    );
+                    cx.at(s.wait.span(), format!("{swhat}: wait {} {reason}", quote(s.wait.get_ref())));
                     None
                 }
             };
@@ -205,25 +190,15 @@ pub(super) fn policies(
                     Some(_) => {}
                     None => cx.at(
                         c.span(),
-                        format!(
-                            "{swhat}: unknown channel {} (dashboard, sms, email or webhook)",
-                            quote(c.get_ref())
-                        ),
+                        format!("{swhat}: unknown channel {} (dashboard, sms, email or webhook)", quote(c.get_ref())),
                     ),
                 }
             }
             if channels.is_empty() {
-                cx.at(
-                    cspan.unwrap_or(s_at),
-                    format!("{swhat}: channels is empty (list at least one)"),
-                );
+                cx.at(cspan.unwrap_or(s_at), format!("{swhat}: channels is empty (list at least one)"));
             }
             if let (Some(notify), Some(wait)) = (notify, wait) {
-                steps.push(Step {
-                    notify,
-                    wait,
-                    channels,
-                });
+                steps.push(Step { notify, wait, channels });
             }
         }
         out.push(Policy {
@@ -238,7 +213,9 @@ pub(super) fn policies(
     if !catch_all {
         cx.problems.push(Problem {
             line: 0,
-            message: "no catch-all policy: add a [[policy]] with party = \"*\" and field = \"*\" so every incident escalates".into(),
+            message:
+                "no catch-all policy: add a [[policy]] with party = \"*\" and field = \"*\" so every incident escalates"
+                    .into(),
         });
     }
     out
@@ -254,12 +231,7 @@ fn scale(cx: &mut Ctx, what: &str, raw: Option<RawScale>) -> Scale {
         if x > 0.0 && x <= 1.0 {
             Some(x)
         } else {
-            cx.at(
-                v.span(),
-                format!(
-                    "{what}: scale {name} = {x} is not in (0, 1] (scaling may only shorten waits)"
-                ),
-            );
+            cx.at(v.span(), format!("{what}: scale {name} = {x} is not in (0, 1] (scaling may only shorten waits)"));
             None
         }
     };
@@ -288,11 +260,7 @@ mod tests {
         let d = Directory::parse(&src).expect("valid");
         let wait = |p: &str, f: &str| d.policy_for(p, f).map(|p| p.steps[0].wait.as_secs());
         assert_eq!(wait("TH", "cyber-crime"), Some(120));
-        assert_eq!(
-            wait("TH", "drug-trafficking"),
-            Some(60),
-            "(party, *) before (*, field)"
-        );
+        assert_eq!(wait("TH", "drug-trafficking"), Some(60), "(party, *) before (*, field)");
         assert_eq!(wait("CN", "drug-trafficking"), Some(180));
         assert_eq!(wait("CN", "cyber-crime"), Some(300));
         assert_eq!(wait("ZZ", "nothing"), Some(300));
@@ -325,11 +293,7 @@ mod tests {
     "#;
         let src = format!("{MINI}{extra}");
         let ps = problems(&src);
-        let text = ps
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
         for msg in [
             "policy (`TH`, `*`): repeat 101 is not between 0 and 100",
             "policy (`TH`, `*`): step 0 notifies level:3 but party TH has no focal point at level 3",
@@ -346,47 +310,23 @@ mod tests {
         ] {
             assert!(text.contains(msg), "missing: {msg}\n--- got:\n{text}");
         }
-        assert!(
-            !text.contains("`cyber-crime`"),
-            "a `*` policy may name any party's focal point:\n{text}"
-        );
-        assert_eq!(
-            ps.iter()
-                .filter(|p| p.message.contains("no focal point at level"))
-                .count(),
-            1
-        );
+        assert!(!text.contains("`cyber-crime`"), "a `*` policy may name any party's focal point:\n{text}");
+        assert_eq!(ps.iter().filter(|p| p.message.contains("no focal point at level")).count(), 1);
     }
 
     #[test]
     fn catch_all_required_and_coordinators_needed() {
         let src = MINI
-            .replace(
-                "party = \"*\"\nfield = \"*\"",
-                "party = \"TH\"\nfield = \"*\"",
-            )
+            .replace("party = \"*\"\nfield = \"*\"", "party = \"TH\"\nfield = \"*\"")
             .replace("\"focal\", \"coordinator\"", "\"focal\"");
         let ps = problems(&src);
         assert!(has(&ps, 0, "no catch-all policy"), "{ps:?}");
-        assert!(ps.iter().any(|p| {
-            p.message
-                .contains("step 1 notifies coordinators but no focal point has role coordinator")
-        }));
-        assert_eq!(
-            Problem {
-                line: 0,
-                message: "m".into()
-            }
-            .to_string(),
-            "m"
+        assert!(
+            ps.iter().any(|p| {
+                p.message.contains("step 1 notifies coordinators but no focal point has role coordinator")
+            })
         );
-        assert_eq!(
-            Problem {
-                line: 4,
-                message: "m".into()
-            }
-            .to_string(),
-            "line 4: m"
-        );
+        assert_eq!(Problem { line: 0, message: "m".into() }.to_string(), "m");
+        assert_eq!(Problem { line: 4, message: "m".into() }.to_string(), "line 4: m");
     }
 }

@@ -77,132 +77,64 @@ pub(super) fn problems(src: &str) -> Vec<Problem> {
 }
 
 pub(super) fn has(ps: &[Problem], line: usize, needle: &str) -> bool {
-    ps.iter()
-        .any(|p| p.line == line && p.message.contains(needle))
+    ps.iter().any(|p| p.line == line && p.message.contains(needle))
 }
 
 fn line_of(src: &str, needle: &str) -> usize {
-    src.lines()
-        .position(|l| l.contains(needle))
-        .map(|i| i + 1)
-        .expect("needle in src")
+    src.lines().position(|l| l.contains(needle)).map(|i| i + 1).expect("needle in src")
 }
 
 #[test]
 fn sample_network_is_valid() {
     let d = match Directory::parse(SAMPLE) {
         Ok(d) => d,
-        Err(ps) => panic!(
-            "{}",
-            ps.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
+        Err(ps) => panic!("{}", ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")),
     };
     assert_eq!(d.parties().len(), 12);
     assert_eq!(d.fields().len(), 12);
     let coords: Vec<_> = d.coordinators().map(|f| f.id.as_str()).collect();
     assert_eq!(coords, ["cn-coord", "asean-coord"]);
-    assert!(
-        d.focal_point("asean-admin")
-            .is_some_and(|f| f.has_role(Role::Admin))
-    );
-    assert!(
-        d.focal_point("asean-audit")
-            .is_some_and(|f| f.has_role(Role::Auditor))
-    );
-    assert!(
-        d.focal_point("asean-bot")
-            .is_some_and(|f| f.webhook_url.is_some())
-    );
+    assert!(d.focal_point("asean-admin").is_some_and(|f| f.has_role(Role::Admin)));
+    assert!(d.focal_point("asean-audit").is_some_and(|f| f.has_role(Role::Auditor)));
+    assert!(d.focal_point("asean-bot").is_some_and(|f| f.webhook_url.is_some()));
     // Every party: a duty officer, a level-2 "*" contact, and every field covered at level 1.
     for p in d.parties() {
         let c = p.code.to_lowercase();
-        assert!(
-            d.focal_point(&format!("{c}-duty"))
-                .is_some_and(|f| f.has_role(Role::Officer)),
-            "{c}"
-        );
+        assert!(d.focal_point(&format!("{c}-duty")).is_some_and(|f| f.has_role(Role::Officer)), "{c}");
         for f in d.fields() {
-            assert!(
-                !d.focal_points_at_level(&p.code, &f.id, 1).is_empty(),
-                "{} {} level 1",
-                p.code,
-                f.id
-            );
-            assert!(
-                !d.focal_points_at_level(&p.code, &f.id, 2).is_empty(),
-                "{} {} level 2",
-                p.code,
-                f.id
-            );
+            assert!(!d.focal_points_at_level(&p.code, &f.id, 1).is_empty(), "{} {} level 1", p.code, f.id);
+            assert!(!d.focal_points_at_level(&p.code, &f.id, 2).is_empty(), "{} {} level 2", p.code, f.id);
         }
     }
-    assert_eq!(
-        d.focal_point_by_phone("+6625550101").map(|f| f.id.as_str()),
-        Some("th-duty")
-    );
-    assert_eq!(
-        d.focal_point("th-drugs").map(|f| f.language.as_str()),
-        Some("th")
-    );
+    assert_eq!(d.focal_point_by_phone("+6625550101").map(|f| f.id.as_str()), Some("th-duty"));
+    assert_eq!(d.focal_point("th-drugs").map(|f| f.language.as_str()), Some("th"));
     let all = d.policy_for("KH", "general").expect("catch-all");
     assert!(all.party.is_none() && all.field.is_none());
     assert_eq!(all.wait(0, "extreme"), Duration::from_secs(75));
     let th = d.policy_for("TH", "drug-trafficking").expect("TH policy");
     assert_eq!(th.steps[0].notify, Notify::FocalPoint("th-drugs".into()));
-    assert_eq!(
-        d.policy_for("VN", "terrorism")
-            .and_then(|p| p.field.as_deref()),
-        Some("terrorism")
-    );
-    assert_eq!(
-        d.policy_for("SG", "terrorism")
-            .and_then(|p| p.party.as_deref()),
-        Some("SG")
-    );
-    assert!(
-        d.summary()
-            .starts_with("network ok: 12 parties, 12 fields, ")
-    );
+    assert_eq!(d.policy_for("VN", "terrorism").and_then(|p| p.field.as_deref()), Some("terrorism"));
+    assert_eq!(d.policy_for("SG", "terrorism").and_then(|p| p.party.as_deref()), Some("SG"));
+    assert!(d.summary().starts_with("network ok: 12 parties, 12 fields, "));
 }
 
 #[test]
 fn mini_lookups() {
     let d = Directory::parse(MINI).expect("valid");
-    assert_eq!(
-        d.party("TH").map(|p| p.timezone),
-        Some(chrono_tz::Asia::Bangkok)
-    );
+    assert_eq!(d.party("TH").map(|p| p.timezone), Some(chrono_tz::Asia::Bangkok));
     assert!(d.party("XX").is_none());
-    assert_eq!(
-        d.field("cyber-crime").map(|f| f.name.as_str()),
-        Some("Cyber")
-    );
+    assert_eq!(d.field("cyber-crime").map(|f| f.name.as_str()), Some("Cyber"));
     let fp = d.focal_point("th-drugs").expect("fp");
     assert_eq!(fp.language, "th", "defaults to the party's first language");
     assert!(fp.covers("drug-trafficking") && !fp.covers("cyber-crime"));
-    assert!(
-        d.focal_point("th-chief")
-            .is_some_and(|f| f.covers("cyber-crime"))
-    );
+    assert!(d.focal_point("th-chief").is_some_and(|f| f.covers("cyber-crime")));
     assert_eq!(d.members("TH").count(), 2);
     assert_eq!(d.members("XX").count(), 0);
     let ids = |v: Vec<&FocalPoint>| v.into_iter().map(|f| f.id.clone()).collect::<Vec<_>>();
-    assert_eq!(
-        ids(d.focal_points_at_level("TH", "drug-trafficking", 1)),
-        ["th-drugs"]
-    );
+    assert_eq!(ids(d.focal_points_at_level("TH", "drug-trafficking", 1)), ["th-drugs"]);
     assert!(d.focal_points_at_level("TH", "cyber-crime", 1).is_empty());
-    assert_eq!(
-        ids(d.focal_points_at_level("TH", "cyber-crime", 2)),
-        ["th-chief"]
-    );
-    assert_eq!(
-        ids(d.focal_points_at_level("CN", "cyber-crime", 2)),
-        ["cn-coord"]
-    );
+    assert_eq!(ids(d.focal_points_at_level("TH", "cyber-crime", 2)), ["th-chief"]);
+    assert_eq!(ids(d.focal_points_at_level("CN", "cyber-crime", 2)), ["cn-coord"]);
     assert!(d.focal_point_by_phone("+6625550102").is_none());
     let p = d.policy_for("TH", "drug-trafficking").expect("catch-all");
     assert_eq!(p.steps[1].wait, Duration::from_secs(5400));
@@ -218,8 +150,7 @@ fn syntax_and_unknown_keys_are_one_problem_with_line() {
     let ps = problems("\n\n[[party]\n");
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0].line, 3);
-    let ps =
-        problems("[[focal_point]]\nid = \"x\"\nname = \"x\"\nparty = \"TH\"\nlevel = \"high\"\n");
+    let ps = problems("[[focal_point]]\nid = \"x\"\nname = \"x\"\nparty = \"TH\"\nlevel = \"high\"\n");
     assert_eq!(ps[0].line, 5);
 }
 
@@ -230,44 +161,22 @@ fn every_problem_is_reported() {
         .replace("\"Asia/Bangkok\"", "\"Asia/Bankok\"")
         .replace("languages = [\"zh\", \"en\"]", "languages = []")
         .replace("phone = \"+6625550101\"", "phone = \"+66 12\"")
-        .replace(
-            "email = \"th-drugs@th.example.org\"",
-            "email = \"th-drugs.example.org\"",
-        )
+        .replace("email = \"th-drugs@th.example.org\"", "email = \"th-drugs.example.org\"")
         .replace("level = 2\nlanguage", "level = 12\nlanguage")
-        .replace(
-            "roles = [\"focal\", \"coordinator\"]",
-            "roles = [\"focal\", \"coordinator\", \"boss\"]",
-        )
+        .replace("roles = [\"focal\", \"coordinator\"]", "roles = [\"focal\", \"coordinator\", \"boss\"]")
         .replace("id = \"cyber-crime\"", "id = \"Cyber_Crime\"")
         .replace("wait = \"5m\"", "wait = \"5 minutes\"")
         .replace("extreme = 0.25", "extreme = 1.5")
         .replace("channels = [\"email\"]", "channels = [\"pager\"]");
     let ps = problems(&bad);
-    let text = ps
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
     let expect = [
-        (
-            "code = \"cn\"",
-            "party `cn`: code `cn` is not two uppercase letters",
-        ),
-        (
-            "Asia/Bankok",
-            "party `TH`: timezone `Asia/Bankok` is not an IANA",
-        ),
+        ("code = \"cn\"", "party `cn`: code `cn` is not two uppercase letters"),
+        ("Asia/Bankok", "party `TH`: timezone `Asia/Bankok` is not an IANA"),
         ("languages = []", "languages is empty"),
-        (
-            "+66 12",
-            "focal point `th-drugs`: phone `+66 12` is not E.164",
-        ),
+        ("+66 12", "focal point `th-drugs`: phone `+66 12` is not E.164"),
         ("th-drugs.example.org", "focal point `th-drugs`: email"),
-        (
-            "level = 12",
-            "focal point `th-chief`: level 12 is not between 1 and 9",
-        ),
+        ("level = 12", "focal point `th-chief`: level 12 is not between 1 and 9"),
         ("\"boss\"", "focal point `cn-coord`: unknown role `boss`"),
         ("Cyber_Crime", "field `Cyber_Crime`: id"),
         ("5 minutes", "policy (`*`, `*`): step 0: wait `5 minutes`"),
@@ -276,17 +185,10 @@ fn every_problem_is_reported() {
     ];
     for (needle, msg) in expect {
         let line = line_of(&bad, needle);
-        assert!(
-            has(&ps, line, msg),
-            "missing line {line}: {msg}\n--- got:\n{text}"
-        );
+        assert!(has(&ps, line, msg), "missing line {line}: {msg}\n--- got:\n{text}");
     }
     // The party `cn` is rejected, so cn-coord's party is unknown too.
-    assert!(has(
-        &ps,
-        line_of(&bad, "party = \"CN\""),
-        "focal point `cn-coord`: party `CN` is not a [[party]]"
-    ));
+    assert!(has(&ps, line_of(&bad, "party = \"CN\""), "focal point `cn-coord`: party `CN` is not a [[party]]"));
     let sorted = ps.windows(2).all(|w| w[0].line <= w[1].line);
     assert!(sorted, "problems sorted by line");
     assert!(text.contains("line "), "Display carries the line");
@@ -303,26 +205,15 @@ fn duplicates() {
     );
     let ps = problems(&src);
     assert!(
-        ps.iter().any(|p| p
-            .message
-            .contains("party `TH`: duplicate party code (first defined on line 2)")),
+        ps.iter().any(|p| p.message.contains("party `TH`: duplicate party code (first defined on line 2)")),
         "{ps:?}"
     );
+    assert!(ps.iter().any(|p| { p.message.contains("field `cyber-crime`: duplicate field id") }));
+    assert!(ps.iter().any(|p| { p.message.contains("focal point `th-drugs`: duplicate focal point id") }));
     assert!(ps.iter().any(|p| {
-        p.message
-            .contains("field `cyber-crime`: duplicate field id")
+        p.message.contains("focal point `th-drugs`: phone `+6625550101` is already the phone of focal point `th-drugs`")
     }));
-    assert!(ps.iter().any(|p| {
-        p.message
-            .contains("focal point `th-drugs`: duplicate focal point id")
-    }));
-    assert!(ps.iter().any(|p| p.message.contains(
-        "focal point `th-drugs`: phone `+6625550101` is already the phone of focal point `th-drugs`"
-    )));
-    assert!(
-        ps.iter()
-            .any(|p| p.message.contains("policy (`*`, `*`): duplicate policy"))
-    );
+    assert!(ps.iter().any(|p| p.message.contains("policy (`*`, `*`): duplicate policy")));
 }
 
 #[test]
@@ -358,11 +249,7 @@ roles = ["officer"]
 "#;
     let src = format!("{MINI}{extra}");
     let ps = problems(&src);
-    let text = ps
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
     for msg in [
         "focal point `th-x`: party `XX` is not a [[party]]",
         "focal point `th-x`: roles is empty",
@@ -378,10 +265,7 @@ roles = ["officer"]
     ] {
         assert!(text.contains(msg), "missing: {msg}\n--- got:\n{text}");
     }
-    assert!(
-        !text.contains("bot-ok"),
-        "a bot without webhook is fine without the webhook channel"
-    );
+    assert!(!text.contains("bot-ok"), "a bot without webhook is fine without the webhook channel");
 }
 
 #[test]
@@ -413,10 +297,7 @@ fn load_and_check_file() {
     let ok = dir.join("ok.toml");
     std::fs::write(&ok, SAMPLE).expect("write");
     let summary = check_file(&ok).expect("sample valid");
-    assert!(
-        summary.starts_with("network ok: 12 parties, 12 fields, 63 focal points, 5 policies"),
-        "{summary}"
-    );
+    assert!(summary.starts_with("network ok: 12 parties, 12 fields, 63 focal points, 5 policies"), "{summary}");
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, MINI.replace("+6625550101", "+66 12")).expect("write");
@@ -427,20 +308,12 @@ fn load_and_check_file() {
 
     let big = dir.join("big.toml");
     std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).expect("write");
-    assert!(matches!(
-        Directory::load(&big),
-        Err(LoadError::TooLarge { .. })
-    ));
+    assert!(matches!(Directory::load(&big), Err(LoadError::TooLarge { .. })));
 
     let latin1 = dir.join("latin1.toml");
     std::fs::write(&latin1, b"# ok\n# caf\xe9\n").expect("write");
-    assert!(
-        matches!(Directory::load(&latin1), Err(LoadError::Invalid { problems, .. }) if problems[0].line == 2)
-    );
+    assert!(matches!(Directory::load(&latin1), Err(LoadError::Invalid { problems, .. }) if problems[0].line == 2));
 
-    assert!(matches!(
-        Directory::load(&dir.join("missing.toml")),
-        Err(LoadError::Io { .. })
-    ));
+    assert!(matches!(Directory::load(&dir.join("missing.toml")), Err(LoadError::Io { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -100,9 +100,7 @@ pub fn to_millis(at: DateTime<Utc>) -> i64 {
 }
 
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 /// The current time truncated to milliseconds, so what is stored and what is answered agree.
@@ -128,10 +126,7 @@ pub fn chain_hash(
     only_for: Option<&str>,
     data_canonical: &str,
 ) -> [u8; 32] {
-    let s = |v: Option<&str>| {
-        v.map(|v| Value::String(v.to_string()).to_string())
-            .unwrap_or_else(|| "null".into())
-    };
+    let s = |v: Option<&str>| v.map(|v| Value::String(v.to_string()).to_string()).unwrap_or_else(|| "null".into());
     let envelope = format!(
         "{{\"at\":{at_ms},\"data\":{data_canonical},\"incident\":{},\"only_for\":{},\"party\":{},\"seq\":{seq},\"type\":{}}}",
         s(Some(incident)),
@@ -188,10 +183,8 @@ mod tests {
 
     #[test]
     fn canonical_form_ignores_key_order() {
-        let a: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[3,{"q":1,"p":2}]}}"#).expect("json");
-        let b: Value =
-            serde_json::from_str(r#"{"a":{"x":[3,{"p":2,"q":1}],"y":2},"b":1}"#).expect("json");
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[3,{"q":1,"p":2}]}}"#).expect("json");
+        let b: Value = serde_json::from_str(r#"{"a":{"x":[3,{"p":2,"q":1}],"y":2},"b":1}"#).expect("json");
         assert_eq!(canonical_json(&a), canonical_json(&b));
         let ha = chain_hash(&GENESIS, 1, 5, "page", "i", None, None, &canonical_json(&a));
         let hc = chain_hash(&ha, 1, 5, "page", "i", None, None, &canonical_json(&b));

@@ -144,13 +144,7 @@ pub struct Incident {
 
 impl Incident {
     /// A freshly raised incident: every addressed party pending.
-    pub fn new(
-        id: Uuid,
-        reference: String,
-        originator: Originator,
-        content: Content,
-        at: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(id: Uuid, reference: String, originator: Originator, content: Content, at: DateTime<Utc>) -> Self {
         let party_states = content
             .parties
             .iter()

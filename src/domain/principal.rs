@@ -20,10 +20,8 @@ pub struct Principal {
 
 impl Principal {
     pub fn from_focal_point(fp: &FocalPoint, directory: &Directory) -> Principal {
-        let timezone = directory
-            .party(&fp.party)
-            .map(|p| p.timezone.name().to_string())
-            .unwrap_or_else(|| "UTC".into());
+        let timezone =
+            directory.party(&fp.party).map(|p| p.timezone.name().to_string()).unwrap_or_else(|| "UTC".into());
         Principal {
             id: fp.id.clone(),
             name: fp.name.clone(),
@@ -52,11 +50,6 @@ impl Principal {
 
     /// Admin and auditor roles do not grant incident content; every other role does.
     pub fn reads_incidents(&self) -> bool {
-        self.roles.iter().any(|r| {
-            matches!(
-                r,
-                Role::Officer | Role::Focal | Role::Coordinator | Role::Bot
-            )
-        })
+        self.roles.iter().any(|r| matches!(r, Role::Officer | Role::Focal | Role::Coordinator | Role::Bot))
     }
 }

@@ -47,10 +47,7 @@ pub struct Invalid {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field,
-        message: message.into(),
-    }
+    Invalid { field, message: message.into() }
 }
 
 /// Text a person typed: trimmed, bounded, without control characters (newlines and tabs
@@ -63,34 +60,17 @@ fn text(
     required: bool,
 ) -> Result<Option<String>, Invalid> {
     let Some(value) = value else {
-        return if required {
-            Err(invalid(field, format!("`{field}` is required")))
-        } else {
-            Ok(None)
-        };
+        return if required { Err(invalid(field, format!("`{field}` is required"))) } else { Ok(None) };
     };
     let value = value.trim();
     if value.is_empty() {
-        return if required {
-            Err(invalid(field, format!("`{field}` must not be empty")))
-        } else {
-            Ok(None)
-        };
+        return if required { Err(invalid(field, format!("`{field}` must not be empty"))) } else { Ok(None) };
     }
     if value.chars().count() > max {
-        return Err(invalid(
-            field,
-            format!("`{field}` is longer than {max} characters"),
-        ));
+        return Err(invalid(field, format!("`{field}` is longer than {max} characters")));
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\t' || c == '\r')))
-    {
-        return Err(invalid(
-            field,
-            format!("`{field}` contains control characters"),
-        ));
+    if value.chars().any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\t' || c == '\r'))) {
+        return Err(invalid(field, format!("`{field}` contains control characters")));
     }
     Ok(Some(value.to_string()))
 }
@@ -98,40 +78,19 @@ fn text(
 impl RaiseRequest {
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self, directory: &Directory) -> Result<Content, Invalid> {
-        let title =
-            text("title", self.title.as_deref(), MAX_TITLE, false, true)?.unwrap_or_default();
-        let description = text(
-            "description",
-            self.description.as_deref(),
-            MAX_DESCRIPTION,
-            true,
-            true,
-        )?
-        .unwrap_or_default();
-        let field = self
-            .field
-            .as_deref()
-            .ok_or_else(|| invalid("field", "`field` is required"))?;
+        let title = text("title", self.title.as_deref(), MAX_TITLE, false, true)?.unwrap_or_default();
+        let description =
+            text("description", self.description.as_deref(), MAX_DESCRIPTION, true, true)?.unwrap_or_default();
+        let field = self.field.as_deref().ok_or_else(|| invalid("field", "`field` is required"))?;
         if directory.field(field).is_none() {
-            return Err(invalid(
-                "field",
-                format!("unknown field of crime {field:?}"),
-            ));
+            return Err(invalid("field", format!("unknown field of crime {field:?}")));
         }
-        let severity = self.severity.ok_or_else(|| {
-            invalid(
-                "severity",
-                format!("`severity` is required ({})", Severity::names()),
-            )
-        })?;
-        let tlp = self
-            .tlp
-            .ok_or_else(|| invalid("tlp", format!("`tlp` is required ({})", Tlp::names())))?;
+        let severity = self
+            .severity
+            .ok_or_else(|| invalid("severity", format!("`severity` is required ({})", Severity::names())))?;
+        let tlp = self.tlp.ok_or_else(|| invalid("tlp", format!("`tlp` is required ({})", Tlp::names())))?;
 
-        let parties = self
-            .parties
-            .as_ref()
-            .ok_or_else(|| invalid("parties", "`parties` is required"))?;
+        let parties = self.parties.as_ref().ok_or_else(|| invalid("parties", "`parties` is required"))?;
         if parties.is_empty() {
             return Err(invalid("parties", "address at least one party"));
         }
@@ -152,33 +111,21 @@ impl RaiseRequest {
         let recipients = self.recipients.clone().unwrap_or_default();
         if tlp == Tlp::Red {
             if recipients.is_empty() {
-                return Err(invalid(
-                    "recipients",
-                    "a red incident needs named recipients",
-                ));
+                return Err(invalid("recipients", "a red incident needs named recipients"));
             }
             if recipients.len() > MAX_RECIPIENTS {
-                return Err(invalid(
-                    "recipients",
-                    format!("at most {MAX_RECIPIENTS} recipients"),
-                ));
+                return Err(invalid("recipients", format!("at most {MAX_RECIPIENTS} recipients")));
             }
             for r in &recipients {
                 let Some(fp) = directory.focal_point(r) else {
                     return Err(invalid("recipients", format!("unknown focal point {r:?}")));
                 };
                 if !seen.contains(&fp.party) {
-                    return Err(invalid(
-                        "recipients",
-                        format!("{r} belongs to {}, which is not addressed", fp.party),
-                    ));
+                    return Err(invalid("recipients", format!("{r} belongs to {}, which is not addressed", fp.party)));
                 }
             }
         } else if !recipients.is_empty() {
-            return Err(invalid(
-                "recipients",
-                "named recipients are only for red incidents",
-            ));
+            return Err(invalid("recipients", "named recipients are only for red incidents"));
         }
         let mut recipients = recipients;
         recipients.sort();
@@ -187,8 +134,7 @@ impl RaiseRequest {
         let area = match &self.area {
             None => None,
             Some(a) => {
-                let text =
-                    text("area", a.text.as_deref(), MAX_AREA, false, false)?.unwrap_or_default();
+                let text = text("area", a.text.as_deref(), MAX_AREA, false, false)?.unwrap_or_default();
                 match (a.lat, a.lon) {
                     (None, None) => {}
                     (Some(lat), Some(lon)) => {
@@ -201,24 +147,10 @@ impl RaiseRequest {
                     }
                     _ => return Err(invalid("area", "give both lat and lon, or neither")),
                 }
-                if text.is_empty() && a.lat.is_none() {
-                    None
-                } else {
-                    Some(Area {
-                        text,
-                        lat: a.lat,
-                        lon: a.lon,
-                    })
-                }
+                if text.is_empty() && a.lat.is_none() { None } else { Some(Area { text, lat: a.lat, lon: a.lon }) }
             }
         };
-        let dedup_key = text(
-            "dedup_key",
-            self.dedup_key.as_deref(),
-            MAX_DEDUP_KEY,
-            false,
-            false,
-        )?;
+        let dedup_key = text("dedup_key", self.dedup_key.as_deref(), MAX_DEDUP_KEY, false, false)?;
 
         Ok(Content {
             title,

@@ -8,9 +8,7 @@ const ALPHABET: &[u8] = b"ACDEFGHJKMNPQRTUVWXY34679";
 /// A random code of `len` characters. Uniqueness among open incidents is the store's job.
 pub fn generate(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// Normalises what a person typed (`k7q2`) to a code, or None if it cannot be one.

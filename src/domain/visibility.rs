@@ -37,22 +37,15 @@ pub fn focal_point_key(id: &str) -> String {
 pub struct Audience(pub Vec<String>);
 
 impl Audience {
-    pub fn of(
-        tlp: Tlp,
-        originator: &Originator,
-        parties: &[String],
-        recipients: &[String],
-    ) -> Audience {
+    pub fn of(tlp: Tlp, originator: &Originator, parties: &[String], recipients: &[String]) -> Audience {
         let mut keys = match tlp {
             Tlp::Clear | Tlp::Green => vec![ALL.to_string()],
-            Tlp::Amber | Tlp::AmberStrict => std::iter::once(&originator.party)
-                .chain(parties.iter())
-                .map(|p| party_key(p))
-                .collect(),
-            Tlp::Red => std::iter::once(&originator.officer)
-                .chain(recipients.iter())
-                .map(|id| focal_point_key(id))
-                .collect(),
+            Tlp::Amber | Tlp::AmberStrict => {
+                std::iter::once(&originator.party).chain(parties.iter()).map(|p| party_key(p)).collect()
+            }
+            Tlp::Red => {
+                std::iter::once(&originator.officer).chain(recipients.iter()).map(|id| focal_point_key(id)).collect()
+            }
         };
         keys.sort();
         keys.dedup();
@@ -90,12 +83,7 @@ pub fn viewer_keys(p: &Principal) -> Vec<String> {
 /// The one visibility decision: does a viewer holding `viewer` keys see an incident
 /// whose audience is `audience`? An event addressed to one focal point (`only_for`) is
 /// seen by that focal point alone, and only if the incident is visible to it.
-pub fn may_see(
-    viewer: &[String],
-    audience: &Audience,
-    only_for: Option<&str>,
-    viewer_id: &str,
-) -> bool {
+pub fn may_see(viewer: &[String], audience: &Audience, only_for: Option<&str>, viewer_id: &str) -> bool {
     if let Some(target) = only_for
         && target != viewer_id
     {
@@ -109,10 +97,7 @@ mod tests {
     use super::*;
 
     fn originator() -> Originator {
-        Originator {
-            party: "TH".into(),
-            officer: "th-duty".into(),
-        }
+        Originator { party: "TH".into(), officer: "th-duty".into() }
     }
 
     fn principal(id: &str, party: &str, roles: &[Role]) -> Principal {
@@ -139,12 +124,7 @@ mod tests {
         let coord = principal("cn-coord", "CN", &[Role::Focal, Role::Coordinator]);
         let admin = principal("asean-admin", "ASEAN", &[Role::Admin]);
         let sees = |tlp, p: &Principal| {
-            may_see(
-                &viewer_keys(p),
-                &Audience::of(tlp, &originator(), &parties, &recipients),
-                None,
-                &p.id,
-            )
+            may_see(&viewer_keys(p), &Audience::of(tlp, &originator(), &parties, &recipients), None, &p.id)
         };
 
         for tlp in [Tlp::Clear, Tlp::Green] {
@@ -156,9 +136,7 @@ mod tests {
             assert!(!sees(tlp, &vn) && !sees(tlp, &coord) && !sees(tlp, &admin));
         }
         assert!(sees(Tlp::Red, &my));
-        assert!(
-            !sees(Tlp::Red, &my_other) && !sees(Tlp::Red, &th_other) && !sees(Tlp::Red, &coord)
-        );
+        assert!(!sees(Tlp::Red, &my_other) && !sees(Tlp::Red, &th_other) && !sees(Tlp::Red, &coord));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::domain::event::Event;
 use crate::domain::incident::{Incident, State};
 use crate::domain::visibility::Audience;
+use crate::engine::plan::StepPlan;
 
 pub type Result<T> = anyhow::Result<T>;
 
@@ -28,6 +29,26 @@ pub struct RaiseRecord {
     pub audience: Audience,
     /// `(principal, Idempotency-Key, fingerprint of the request body)`.
     pub idempotency: Option<(String, String, String)>,
+    /// Step 0 of each addressed party's escalation, entered with the raise.
+    pub escalation: Vec<StepPlan>,
+}
+
+/// A due escalation step of one party, claimed by one engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerKey {
+    pub incident: Uuid,
+    pub party: String,
+    pub step: u32,
+    pub loop_: u32,
+    pub due_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// The step was entered; events up to `seq` were appended.
+    Fired { seq: i64 },
+    /// Nothing to do: the party acknowledged, the incident closed, or the claim was lost.
+    Stale,
 }
 
 #[derive(Debug, Clone)]
@@ -182,23 +203,48 @@ pub trait Store: Send + Sync + 'static {
     async fn head_seq(&self) -> Result<i64>;
     async fn verify_chain(&self) -> Result<ChainReport>;
 
+    /// Claims up to `limit` pending timers due at `now`, leasing them to `owner` until
+    /// `now + lease`. Atomic: two engines never hold the same timer; a lease that ran out
+    /// (its engine died) can be claimed again.
+    async fn claim_due_timers(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<TimerKey>>;
+    /// Claims the pending timer of one party, due or not (a manual escalation).
+    async fn claim_party_timer(
+        &self,
+        incident: Uuid,
+        party: &str,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<TimerKey>>;
+    /// Enters the planned step for a claimed timer, in one transaction: re-checks that the
+    /// timer is still pending and leased to `owner`, the incident active and the party
+    /// unacknowledged; then appends the events, writes the outbox rows and the next
+    /// timer, and marks this one fired. Otherwise marks it cancelled and returns `Stale`.
+    async fn fire_step(
+        &self,
+        timer: &TimerKey,
+        owner: &str,
+        plan: &StepPlan,
+        now: DateTime<Utc>,
+    ) -> Result<FireOutcome>;
+    /// The earliest due time of a pending timer.
+    async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>>;
+    async fn pending_timers(&self) -> Result<u64>;
+
     /// Credentials. Hashes only: the store never sees a token or password.
     async fn insert_token(&self, token_hash: &[u8], focal_point: &str, label: &str) -> Result<()>;
     async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<String>>;
     async fn revoke_tokens(&self, focal_point: &str) -> Result<u64>;
     async fn set_password(&self, focal_point: &str, phc: &str) -> Result<()>;
     async fn password_hash(&self, focal_point: &str) -> Result<Option<String>>;
-    async fn insert_session(
-        &self,
-        session_hash: &[u8],
-        focal_point: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn session_owner(
-        &self,
-        session_hash: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<Option<String>>;
+    async fn insert_session(&self, session_hash: &[u8], focal_point: &str, expires_at: DateTime<Utc>) -> Result<()>;
+    async fn session_owner(&self, session_hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>>;
     async fn delete_session(&self, session_hash: &[u8]) -> Result<()>;
     /// Tokens plus passwords stored: zero on a first start.
     async fn credential_count(&self) -> Result<u64>;
@@ -207,9 +253,7 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the backend named by `url`.
 pub async fn open(url: &str, synchronous_full: bool) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            sqlite::SqliteStore::open(url, synchronous_full).await?,
-        ))
+        Ok(Arc::new(sqlite::SqliteStore::open(url, synchronous_full).await?))
     } else {
         anyhow::bail!("unsupported store url {url:?}: this build supports sqlite://")
     }

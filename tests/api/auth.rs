@@ -13,42 +13,15 @@ async fn set_password(app: &TestApp, id: &str, password: &str) {
 #[tokio::test]
 async fn requests_without_valid_credentials_get_401() {
     let app = spawn_app().await;
-    let r = app
-        .http
-        .get(format!("{}/api/v1/incidents", app.base))
-        .send()
-        .await
-        .expect("sent");
+    let r = app.http.get(format!("{}/api/v1/incidents", app.base)).send().await.expect("sent");
     assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["error"]["code"],
-        "unauthorized"
-    );
+    assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "unauthorized");
     for bad in ["fp_00000000000000000000000000000000", "nonsense", ""] {
-        let r = app
-            .http
-            .get(format!("{}/api/v1/incidents", app.base))
-            .bearer_auth(bad)
-            .send()
-            .await
-            .expect("sent");
+        let r = app.http.get(format!("{}/api/v1/incidents", app.base)).bearer_auth(bad).send().await.expect("sent");
         assert_eq!(r.status(), 401, "token {bad:?}");
     }
-    assert_eq!(
-        connect_raw(&app.base, None, None, None).await.err(),
-        Some(401)
-    );
-    assert_eq!(
-        connect_raw(
-            &app.base,
-            Some("fp_00000000000000000000000000000000"),
-            None,
-            None
-        )
-        .await
-        .err(),
-        Some(401)
-    );
+    assert_eq!(connect_raw(&app.base, None, None, None).await.err(), Some(401));
+    assert_eq!(connect_raw(&app.base, Some("fp_00000000000000000000000000000000"), None, None).await.err(), Some(401));
 }
 
 #[tokio::test]
@@ -59,10 +32,7 @@ async fn tokens_are_stored_hashed() {
     let wal = std::fs::read(app.dir.path().join("hub.db-wal")).unwrap_or_default();
     let needle = token.as_bytes();
     let contains = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-    assert!(
-        !contains(&db) && !contains(&wal),
-        "the token itself is never stored"
-    );
+    assert!(!contains(&db) && !contains(&wal), "the token itself is never stored");
 }
 
 #[tokio::test]
@@ -77,14 +47,8 @@ async fn password_sign_in_gives_a_strict_http_only_session() {
         .await
         .expect("sent");
     assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .to_string();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
+    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let session = cookie.split(';').next().expect("pair").to_string();
 
     let me: Value = app
@@ -101,38 +65,14 @@ async fn password_sign_in_gives_a_strict_http_only_session() {
 
     // The stream accepts the cookie from the hub's own origin only.
     let own = format!("http://{}", app.addr);
-    assert!(
-        connect_raw(&app.base, None, None, Some((&session, &own)))
-            .await
-            .is_ok()
-    );
-    assert_eq!(
-        connect_raw(
-            &app.base,
-            None,
-            None,
-            Some((&session, "https://evil.example"))
-        )
-        .await
-        .err(),
-        Some(403)
-    );
+    assert!(connect_raw(&app.base, None, None, Some((&session, &own))).await.is_ok());
+    assert_eq!(connect_raw(&app.base, None, None, Some((&session, "https://evil.example"))).await.err(), Some(403));
 
-    let out = app
-        .http
-        .delete(format!("{}/api/v1/session", app.base))
-        .header("cookie", &session)
-        .send()
-        .await
-        .expect("sent");
+    let out =
+        app.http.delete(format!("{}/api/v1/session", app.base)).header("cookie", &session).send().await.expect("sent");
     assert_eq!(out.status(), 200);
-    let after = app
-        .http
-        .get(format!("{}/api/v1/session", app.base))
-        .header("cookie", &session)
-        .send()
-        .await
-        .expect("sent");
+    let after =
+        app.http.get(format!("{}/api/v1/session", app.base)).header("cookie", &session).send().await.expect("sent");
     assert_eq!(after.status(), 401, "signed out sessions are gone");
 }
 
@@ -155,10 +95,7 @@ async fn unknown_users_and_wrong_passwords_get_the_same_answer_and_are_rate_limi
     };
     let wrong = attempt("sg-drugs", "wrong password!!").await;
     let unknown = attempt("nobody", "wrong password!!").await;
-    assert_eq!(
-        wrong, unknown,
-        "no difference between unknown account and wrong password"
-    );
+    assert_eq!(wrong, unknown, "no difference between unknown account and wrong password");
     assert_eq!(wrong.0, 401);
     for _ in 0..4 {
         attempt("sg-drugs", "wrong password!!").await;

@@ -16,52 +16,29 @@ pub struct HubProcess {
 
 pub fn command(db: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_focalpoint"));
-    cmd.env(
-        "FOCALPOINT__STORE__URL",
-        format!("sqlite://{}", db.display()),
-    )
-    .env("FOCALPOINT__SERVER__LISTEN", "127.0.0.1:0")
-    .env("FOCALPOINT__NETWORK__FILE", network_file())
-    .env("FOCALPOINT__LOG__FILTER", "warn")
-    .env("FOCALPOINT_CONFIG", "/nonexistent/focalpoint.toml");
+    cmd.env("FOCALPOINT__STORE__URL", format!("sqlite://{}", db.display()))
+        .env("FOCALPOINT__SERVER__LISTEN", "127.0.0.1:0")
+        .env("FOCALPOINT__NETWORK__FILE", network_file())
+        .env("FOCALPOINT__LOG__FILTER", "warn")
+        .env("FOCALPOINT_CONFIG", "/nonexistent/focalpoint.toml");
     cmd
 }
 
 /// Issues a token with the CLI; the token is the last line of its output.
 pub fn issue_token(db: &std::path::Path, id: &str) -> String {
-    let out = command(db)
-        .args(["token", "issue", id])
-        .output()
-        .expect("cli runs");
-    assert!(
-        out.status.success(),
-        "token issue failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("a token line")
-        .trim()
-        .to_string()
+    let out = command(db).args(["token", "issue", id]).output().expect("cli runs");
+    assert!(out.status.success(), "token issue failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().last().expect("a token line").trim().to_string()
 }
 
 /// Starts `focalpoint serve` and waits for the line naming its address.
 pub fn start(db: &std::path::Path) -> HubProcess {
-    let mut child = command(db)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("hub starts");
+    let mut child =
+        command(db).arg("serve").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("hub starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().expect("a first line").expect("readable");
-    let base = first
-        .strip_prefix("focalpoint listening on ")
-        .expect("the address line")
-        .trim()
-        .to_string();
+    let base = first.strip_prefix("focalpoint listening on ").expect("the address line").trim().to_string();
     // Keep draining stdout so the hub never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
     HubProcess { child, base }
@@ -90,17 +67,9 @@ async fn answered_incidents_survive_kill_9_with_the_chain_intact() {
         tasks.push(tokio::spawn(async move {
             let mut body = incident("amber");
             body["title"] = serde_json::json!(format!("crash test {i}"));
-            let r = http
-                .post(format!("{base}/api/v1/incidents"))
-                .bearer_auth(officer)
-                .json(&body)
-                .send()
-                .await
-                .ok()?;
+            let r = http.post(format!("{base}/api/v1/incidents")).bearer_auth(officer).json(&body).send().await.ok()?;
             (r.status() == 201).then_some(())?;
-            r.json::<Value>().await.ok()?["id"]
-                .as_str()
-                .map(String::from)
+            r.json::<Value>().await.ok()?["id"].as_str().map(String::from)
         }));
     }
     let mut answered = Vec::new();
@@ -115,17 +84,9 @@ async fn answered_incidents_survive_kill_9_with_the_chain_intact() {
 
     let hub = start(&db);
     for id in &answered {
-        let r = http
-            .get(format!("{}/api/v1/incidents/{id}", hub.base))
-            .bearer_auth(&officer)
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(
-            r.status(),
-            200,
-            "incident {id} answered 201 before the kill is there after it"
-        );
+        let r =
+            http.get(format!("{}/api/v1/incidents/{id}", hub.base)).bearer_auth(&officer).send().await.expect("sent");
+        assert_eq!(r.status(), 200, "incident {id} answered 201 before the kill is there after it");
     }
     let report: Value = http
         .get(format!("{}/api/v1/audit/verify", hub.base))
@@ -137,8 +98,6 @@ async fn answered_incidents_survive_kill_9_with_the_chain_intact() {
         .await
         .expect("json");
     assert_eq!(report["intact"], true, "{report}");
-    assert_eq!(
-        report["report"]["events"].as_u64(),
-        Some(answered.len() as u64)
-    );
+    // Each raise appended its `incident.raised` and the step-0 `page` events.
+    assert!(report["report"]["events"].as_u64() >= Some(answered.len() as u64 * 2), "{report}");
 }

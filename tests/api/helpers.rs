@@ -59,10 +59,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> Arc<TestApp> 
     Arc::new(TestApp {
         addr,
         base: format!("http://{addr}"),
-        http: reqwest::Client::builder()
-            .timeout(WAIT)
-            .build()
-            .expect("client"),
+        http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
         hub,
         dir,
         tokens: Mutex::new(HashMap::new()),
@@ -77,15 +74,8 @@ impl TestApp {
             return t.clone();
         }
         let token = secret::generate();
-        self.hub
-            .store
-            .insert_token(&secret::hash(&token), id, "test")
-            .await
-            .expect("token stored");
-        self.tokens
-            .lock()
-            .expect("lock")
-            .insert(id.to_string(), token.clone());
+        self.hub.store.insert_token(&secret::hash(&token), id, "test").await.expect("token stored");
+        self.tokens.lock().expect("lock").insert(id.to_string(), token.clone());
         token
     }
 
@@ -122,8 +112,7 @@ impl TestApp {
     }
 
     pub async fn ack(&self, who: &str, id: &str) -> reqwest::Response {
-        self.post(who, &format!("/api/v1/incidents/{id}/ack"), &json!({}))
-            .await
+        self.post(who, &format!("/api/v1/incidents/{id}/ack"), &json!({})).await
     }
 
     pub async fn head(&self) -> i64 {
@@ -159,9 +148,7 @@ pub struct Stream {
 
 impl Stream {
     pub async fn connect(base: &str, token: &str, after: Option<i64>) -> Stream {
-        let ws = connect_raw(base, Some(token), after, None)
-            .await
-            .expect("stream connects");
+        let ws = connect_raw(base, Some(token), after, None).await.expect("stream connects");
         Stream { ws, live_seq: None }
     }
 
@@ -169,9 +156,7 @@ impl Stream {
     pub async fn next_json(&mut self, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??;
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
             match msg {
                 Ok(Message::Text(t)) => {
                     let v: Value = serde_json::from_str(t.as_str()).expect("stream sends JSON");
@@ -224,10 +209,7 @@ impl Stream {
     pub async fn assert_absent_before(&mut self, incident: &str, marker: &str) {
         loop {
             let e = self.next_event().await;
-            assert_ne!(
-                e["incident"], incident,
-                "an invisible incident reached the stream: {e}"
-            );
+            assert_ne!(e["incident"], incident, "an invisible incident reached the stream: {e}");
             if e["incident"] == marker {
                 return;
             }
@@ -235,10 +217,7 @@ impl Stream {
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws
-            .send(Message::Text(v.to_string().into()))
-            .await
-            .expect("send");
+        self.ws.send(Message::Text(v.to_string().into())).await.expect("send");
     }
 }
 
@@ -257,18 +236,11 @@ pub async fn connect_raw(
     };
     let mut request = url.into_client_request().expect("request");
     if let Some(token) = token {
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     }
     if let Some((cookie, origin)) = cookie_origin {
-        request
-            .headers_mut()
-            .insert("cookie", cookie.parse().expect("header"));
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().expect("header"));
+        request.headers_mut().insert("cookie", cookie.parse().expect("header"));
+        request.headers_mut().insert("origin", origin.parse().expect("header"));
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(ws),

@@ -24,9 +24,7 @@ fn body(tlp: &str) -> Value {
 /// (viewer, sees it?) per label. th-drugs is of the originator party; my-cyber of the
 /// addressed party but not a red recipient; vn-drugs and cn-coord are outside.
 fn expectations(tlp: &str) -> Vec<(&'static str, bool)> {
-    let everyone = [
-        "th-duty", "th-drugs", "my-drugs", "my-cyber", "vn-drugs", "cn-coord",
-    ];
+    let everyone = ["th-duty", "th-drugs", "my-drugs", "my-cyber", "vn-drugs", "cn-coord"];
     let seen: &[&str] = match tlp {
         "clear" | "green" => &everyone,
         "amber" | "amber+strict" => &["th-duty", "th-drugs", "my-drugs", "my-cyber"],
@@ -64,34 +62,13 @@ async fn every_label_is_seen_exactly_by_its_audience_on_rest_and_stream() {
 
         for ((viewer, sees), stream) in expect.iter().zip(streams.iter_mut()) {
             let r = app.get(viewer, &format!("/api/v1/incidents/{id}")).await;
-            assert_eq!(
-                r.status().as_u16(),
-                if *sees { 200 } else { 404 },
-                "{tlp}: GET by {viewer}"
-            );
-            let list: Value = app
-                .get(viewer, "/api/v1/incidents?limit=500")
-                .await
-                .json()
-                .await
-                .expect("json");
-            let listed = list["incidents"]
-                .as_array()
-                .expect("list")
-                .iter()
-                .any(|i| i["id"] == id.as_str());
+            assert_eq!(r.status().as_u16(), if *sees { 200 } else { 404 }, "{tlp}: GET by {viewer}");
+            let list: Value = app.get(viewer, "/api/v1/incidents?limit=500").await.json().await.expect("json");
+            let listed = list["incidents"].as_array().expect("list").iter().any(|i| i["id"] == id.as_str());
             assert_eq!(listed, *sees, "{tlp}: list by {viewer}");
-            let events: Value = app
-                .get(viewer, &format!("/api/v1/events?after={head_before}"))
-                .await
-                .json()
-                .await
-                .expect("json");
-            let in_events = events["events"]
-                .as_array()
-                .expect("events")
-                .iter()
-                .any(|e| e["incident"] == id.as_str());
+            let events: Value =
+                app.get(viewer, &format!("/api/v1/events?after={head_before}")).await.json().await.expect("json");
+            let in_events = events["events"].as_array().expect("events").iter().any(|e| e["incident"] == id.as_str());
             assert_eq!(in_events, *sees, "{tlp}: /events by {viewer}");
 
             if viewer.starts_with("asean-") {
@@ -116,14 +93,7 @@ async fn counts_never_include_invisible_incidents() {
     app.raise("th-duty", &body("green")).await;
     let count = |who: &'static str| {
         let app = app.clone();
-        async move {
-            app.get(who, "/api/v1/incidents")
-                .await
-                .json::<Value>()
-                .await
-                .expect("json")["total"]
-                .as_u64()
-        }
+        async move { app.get(who, "/api/v1/incidents").await.json::<Value>().await.expect("json")["total"].as_u64() }
     };
     assert_eq!(count("vn-drugs").await, Some(1));
     assert_eq!(count("my-cyber").await, Some(2));
@@ -135,16 +105,8 @@ async fn counts_never_include_invisible_incidents() {
 async fn auditors_verify_the_chain_without_reading_content() {
     let app = spawn_app().await;
     app.raise("th-duty", &body("green")).await;
-    let report: Value = app
-        .get("asean-audit", "/api/v1/audit/verify")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let report: Value = app.get("asean-audit", "/api/v1/audit/verify").await.json().await.expect("json");
     assert_eq!(report["intact"], true);
-    assert_eq!(report["report"]["events"], 1);
-    assert_eq!(
-        app.get("my-drugs", "/api/v1/audit/verify").await.status(),
-        403
-    );
+    assert_eq!(report["report"]["events"].as_i64(), Some(app.head().await));
+    assert_eq!(app.get("my-drugs", "/api/v1/audit/verify").await.status(), 403);
 }

@@ -5,41 +5,30 @@ use sqlx::SqlitePool;
 
 use crate::store::Result;
 
-pub async fn insert_token(
-    pool: &SqlitePool,
-    hash: &[u8],
-    focal_point: &str,
-    label: &str,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO api_tokens (hash, focal_point, label, created_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(hash)
-    .bind(focal_point)
-    .bind(label)
-    .bind(Utc::now().timestamp_millis())
-    .execute(pool)
-    .await?;
+pub async fn insert_token(pool: &SqlitePool, hash: &[u8], focal_point: &str, label: &str) -> Result<()> {
+    sqlx::query("INSERT INTO api_tokens (hash, focal_point, label, created_at) VALUES (?, ?, ?, ?)")
+        .bind(hash)
+        .bind(focal_point)
+        .bind(label)
+        .bind(Utc::now().timestamp_millis())
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
 pub async fn token_owner(pool: &SqlitePool, hash: &[u8]) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT focal_point FROM api_tokens WHERE hash = ? AND revoked_at IS NULL",
-    )
-    .bind(hash)
-    .fetch_optional(pool)
-    .await?)
+    Ok(sqlx::query_scalar("SELECT focal_point FROM api_tokens WHERE hash = ? AND revoked_at IS NULL")
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?)
 }
 
 pub async fn revoke_tokens(pool: &SqlitePool, focal_point: &str) -> Result<u64> {
-    let done = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = ? WHERE focal_point = ? AND revoked_at IS NULL",
-    )
-    .bind(Utc::now().timestamp_millis())
-    .bind(focal_point)
-    .execute(pool)
-    .await?;
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE focal_point = ? AND revoked_at IS NULL")
+        .bind(Utc::now().timestamp_millis())
+        .bind(focal_point)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -54,20 +43,15 @@ pub async fn set_password(pool: &SqlitePool, focal_point: &str, phc: &str) -> Re
     .execute(pool)
     .await?;
     // A new password ends every session signed in with the old one.
-    sqlx::query("DELETE FROM sessions WHERE focal_point = ?")
-        .bind(focal_point)
-        .execute(pool)
-        .await?;
+    sqlx::query("DELETE FROM sessions WHERE focal_point = ?").bind(focal_point).execute(pool).await?;
     Ok(())
 }
 
 pub async fn password_hash(pool: &SqlitePool, focal_point: &str) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT phc FROM passwords WHERE focal_point = ?")
-            .bind(focal_point)
-            .fetch_optional(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT phc FROM passwords WHERE focal_point = ?")
+        .bind(focal_point)
+        .fetch_optional(pool)
+        .await?)
 }
 
 pub async fn insert_session(
@@ -77,41 +61,27 @@ pub async fn insert_session(
     expires_at: DateTime<Utc>,
 ) -> Result<()> {
     let now = Utc::now().timestamp_millis();
-    sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+    sqlx::query("DELETE FROM sessions WHERE expires_at < ?").bind(now).execute(pool).await?;
+    sqlx::query("INSERT INTO sessions (hash, focal_point, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(hash)
+        .bind(focal_point)
         .bind(now)
+        .bind(expires_at.timestamp_millis())
         .execute(pool)
         .await?;
-    sqlx::query(
-        "INSERT INTO sessions (hash, focal_point, created_at, expires_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(hash)
-    .bind(focal_point)
-    .bind(now)
-    .bind(expires_at.timestamp_millis())
-    .execute(pool)
-    .await?;
     Ok(())
 }
 
-pub async fn session_owner(
-    pool: &SqlitePool,
-    hash: &[u8],
-    now: DateTime<Utc>,
-) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT focal_point FROM sessions WHERE hash = ? AND expires_at > ?")
-            .bind(hash)
-            .bind(now.timestamp_millis())
-            .fetch_optional(pool)
-            .await?,
-    )
+pub async fn session_owner(pool: &SqlitePool, hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT focal_point FROM sessions WHERE hash = ? AND expires_at > ?")
+        .bind(hash)
+        .bind(now.timestamp_millis())
+        .fetch_optional(pool)
+        .await?)
 }
 
 pub async fn delete_session(pool: &SqlitePool, hash: &[u8]) -> Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE hash = ?")
-        .bind(hash)
-        .execute(pool)
-        .await?;
+    sqlx::query("DELETE FROM sessions WHERE hash = ?").bind(hash).execute(pool).await?;
     Ok(())
 }
 

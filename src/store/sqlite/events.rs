@@ -7,27 +7,21 @@ use std::sync::Arc;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use crate::domain::event::{
-    Event, EventType, GENESIS, NewEvent, canonical_json, chain_hash, from_millis,
-};
+use crate::domain::event::{Event, EventType, GENESIS, NewEvent, canonical_json, chain_hash, from_millis};
 use crate::domain::visibility::Audience;
 use crate::store::{ChainReport, FeedEvent, Result, Viewer};
 
 /// Appends one event after the current head. Must run inside a write transaction (the
 /// write lock makes "read head, insert head+1" atomic).
 pub async fn append(conn: &mut SqliteConnection, event: &NewEvent, at_ms: i64) -> Result<i64> {
-    let last = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
+    let last = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
     let (seq, prev) = match last {
         None => (1, GENESIS),
         Some(row) => {
             let seq: i64 = row.try_get("seq")?;
             let hash: Vec<u8> = row.try_get("hash")?;
-            let prev: [u8; 32] = hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("corrupt hash at seq {seq}"))?;
+            let prev: [u8; 32] =
+                hash.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt hash at seq {seq}"))?;
             (seq + 1, prev)
         }
     };
@@ -43,17 +37,19 @@ pub async fn append(conn: &mut SqliteConnection, event: &NewEvent, at_ms: i64) -
         event.only_for.as_deref(),
         &data,
     );
-    sqlx::query("INSERT INTO events (seq, at, type, incident_id, party, only_for, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(seq)
-        .bind(at_ms)
-        .bind(event.kind.as_str())
-        .bind(&incident)
-        .bind(&event.party)
-        .bind(&event.only_for)
-        .bind(&data)
-        .bind(&hash[..])
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO events (seq, at, type, incident_id, party, only_for, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(at_ms)
+    .bind(event.kind.as_str())
+    .bind(&incident)
+    .bind(&event.party)
+    .bind(&event.only_for)
+    .bind(&data)
+    .bind(&hash[..])
+    .execute(&mut *conn)
+    .await?;
     Ok(seq)
 }
 
@@ -61,9 +57,7 @@ const EVENT_COLUMNS: &str = "e.seq, e.at, e.type, e.incident_id, e.party, e.only
 
 fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Event, Option<String>)> {
     let kind: String = row.try_get("type")?;
-    let kind: EventType = kind
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unknown event type {kind:?} in store"))?;
+    let kind: EventType = kind.parse().map_err(|_| anyhow::anyhow!("unknown event type {kind:?} in store"))?;
     let incident: String = row.try_get("incident_id")?;
     let data: String = row.try_get("data")?;
     Ok((
@@ -80,76 +74,44 @@ fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Event, Option<String
 }
 
 /// Attaches each event's incident audience (one query for the whole batch).
-async fn with_audiences(
-    pool: &SqlitePool,
-    rows: Vec<(Event, Option<String>)>,
-) -> Result<Vec<FeedEvent>> {
+async fn with_audiences(pool: &SqlitePool, rows: Vec<(Event, Option<String>)>) -> Result<Vec<FeedEvent>> {
     let mut ids: Vec<String> = rows.iter().map(|(e, _)| e.incident.to_string()).collect();
     ids.sort();
     ids.dedup();
     let mut audiences: HashMap<String, Vec<String>> = HashMap::new();
     for chunk in ids.chunks(500) {
         let placeholders = vec!["?"; chunk.len()].join(",");
-        let sql = format!(
-            "SELECT incident_id, key FROM incident_audience WHERE incident_id IN ({placeholders})"
-        );
+        let sql = format!("SELECT incident_id, key FROM incident_audience WHERE incident_id IN ({placeholders})");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             q = q.bind(id);
         }
         for row in q.fetch_all(pool).await? {
-            audiences
-                .entry(row.try_get("incident_id")?)
-                .or_default()
-                .push(row.try_get("key")?);
+            audiences.entry(row.try_get("incident_id")?).or_default().push(row.try_get("key")?);
         }
     }
-    let audiences: HashMap<String, Arc<Audience>> = audiences
-        .into_iter()
-        .map(|(id, keys)| (id, Arc::new(Audience(keys))))
-        .collect();
+    let audiences: HashMap<String, Arc<Audience>> =
+        audiences.into_iter().map(|(id, keys)| (id, Arc::new(Audience(keys)))).collect();
     Ok(rows
         .into_iter()
         .map(|(event, only_for)| {
-            let audience = audiences
-                .get(&event.incident.to_string())
-                .cloned()
-                .unwrap_or_default();
-            FeedEvent {
-                event,
-                audience,
-                only_for,
-            }
+            let audience = audiences.get(&event.incident.to_string()).cloned().unwrap_or_default();
+            FeedEvent { event, audience, only_for }
         })
         .collect())
 }
 
 pub async fn all_after(pool: &SqlitePool, after: i64, limit: u32) -> Result<Vec<FeedEvent>> {
-    let sql =
-        format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq > ? ORDER BY e.seq LIMIT ?");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
-    let rows = rows
-        .iter()
-        .map(event_from_row)
-        .collect::<Result<Vec<_>>>()?;
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq > ? ORDER BY e.seq LIMIT ?");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(i64::from(limit)).fetch_all(pool).await?;
+    let rows = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
     with_audiences(pool, rows).await
 }
 
 pub async fn timeline(pool: &SqlitePool, id: Uuid) -> Result<Vec<FeedEvent>> {
-    let sql =
-        format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.incident_id = ? ORDER BY e.seq");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .fetch_all(pool)
-        .await?;
-    let rows = rows
-        .iter()
-        .map(event_from_row)
-        .collect::<Result<Vec<_>>>()?;
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.incident_id = ? ORDER BY e.seq");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_all(pool).await?;
+    let rows = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
     with_audiences(pool, rows).await
 }
 
@@ -163,12 +125,7 @@ pub fn visible_condition(keys: usize) -> String {
     )
 }
 
-pub async fn visible_after(
-    pool: &SqlitePool,
-    after: i64,
-    limit: u32,
-    viewer: &Viewer,
-) -> Result<Vec<Event>> {
+pub async fn visible_after(pool: &SqlitePool, after: i64, limit: u32, viewer: &Viewer) -> Result<Vec<Event>> {
     if viewer.keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -176,16 +133,12 @@ pub async fn visible_after(
         "SELECT {EVENT_COLUMNS} FROM events e WHERE e.seq > ? AND {} ORDER BY e.seq LIMIT ?",
         visible_condition(viewer.keys.len())
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after)
-        .bind(&viewer.id);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(&viewer.id);
     for k in &viewer.keys {
         q = q.bind(k);
     }
     let rows = q.bind(i64::from(limit)).fetch_all(pool).await?;
-    rows.iter()
-        .map(|r| event_from_row(r).map(|(e, _)| e))
-        .collect()
+    rows.iter().map(|r| event_from_row(r).map(|(e, _)| e)).collect()
 }
 
 /// Walks the whole chain in batches, recomputing every hash from the stored bytes.
@@ -231,10 +184,5 @@ pub async fn verify(pool: &SqlitePool) -> Result<ChainReport> {
             count += 1;
         }
     }
-    Ok(ChainReport {
-        events: count,
-        head_seq: after,
-        head_hash: hex::encode(prev),
-        broken_at: None,
-    })
+    Ok(ChainReport { events: count, head_seq: after, head_hash: hex::encode(prev), broken_at: None })
 }

@@ -15,41 +15,29 @@ type Tx = Transaction<'static, Sqlite>;
 const ACTIVE: &str = "state IN ('open', 'acknowledged')";
 
 pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
-    let RaiseRecord {
-        mut incident,
-        audience,
-        idempotency,
-    } = raise;
+    let RaiseRecord { mut incident, audience, idempotency, escalation } = raise;
 
     if let Some((principal, key, fingerprint)) = &idempotency {
-        let row = sqlx::query(
-            "SELECT fingerprint, incident_id FROM idempotency_keys WHERE principal = ? AND key = ?",
-        )
-        .bind(principal)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+        let row = sqlx::query("SELECT fingerprint, incident_id FROM idempotency_keys WHERE principal = ? AND key = ?")
+            .bind(principal)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
         if let Some(row) = row {
             let stored: String = row.try_get("fingerprint")?;
             if &stored != fingerprint {
                 return Ok(RaiseOutcome::IdempotencyMismatch);
             }
             let id = Uuid::parse_str(row.try_get::<&str, _>("incident_id")?)?;
-            let existing = load_incident(tx, id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("idempotency key points nowhere"))?;
+            let existing =
+                load_incident(tx, id).await?.ok_or_else(|| anyhow::anyhow!("idempotency key points nowhere"))?;
             let audience = load_audience(tx, id).await?;
-            return Ok(RaiseOutcome::IdempotentReplay {
-                incident: existing,
-                audience,
-            });
+            return Ok(RaiseOutcome::IdempotentReplay { incident: existing, audience });
         }
     }
 
     if let Some(dedup) = &incident.dedup_key {
-        let sql = format!(
-            "SELECT id FROM incidents WHERE originator_party = ? AND dedup_key = ? AND {ACTIVE}"
-        );
+        let sql = format!("SELECT id FROM incidents WHERE originator_party = ? AND dedup_key = ? AND {ACTIVE}");
         let existing: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(&incident.originator.party)
             .bind(dedup)
@@ -57,14 +45,9 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
             .await?;
         if let Some(id) = existing {
             let id = Uuid::parse_str(&id)?;
-            let existing = load_incident(tx, id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("dedup row vanished"))?;
+            let existing = load_incident(tx, id).await?.ok_or_else(|| anyhow::anyhow!("dedup row vanished"))?;
             let audience = load_audience(tx, id).await?;
-            return Ok(RaiseOutcome::DedupHit {
-                incident: existing,
-                audience,
-            });
+            return Ok(RaiseOutcome::DedupHit { incident: existing, audience });
         }
     }
 
@@ -72,10 +55,8 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
     let mut attempt = 0;
     loop {
         let sql = format!("SELECT 1 FROM incidents WHERE ref = ? AND {ACTIVE}");
-        let taken: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(&incident.reference)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let taken: Option<i64> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&incident.reference).fetch_optional(&mut **tx).await?;
         if taken.is_none() {
             break;
         }
@@ -83,6 +64,11 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
         incident.reference = reference::generate(if attempt < 8 { 4 } else { 6 });
     }
 
+    for plan in &escalation {
+        if let Some(ps) = incident.party_states.iter_mut().find(|p| p.party == plan.party) {
+            ps.escalation = Some(plan.state.clone());
+        }
+    }
     let at = to_millis(incident.raised_at);
     let seq = append(tx, &NewEvent::raised(&incident), at).await?;
     let id = incident.id.to_string();
@@ -134,7 +120,13 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
             .execute(&mut **tx)
             .await?;
     }
-    Ok(RaiseOutcome::Created { incident, seq })
+    let mut last = seq;
+    for plan in &escalation {
+        if let Some(s) = super::escalation::apply_step(tx, incident.id, &incident.reference, plan, at).await? {
+            last = s;
+        }
+    }
+    Ok(RaiseOutcome::Created { incident, seq: last })
 }
 
 pub async fn acknowledge(tx: &mut Tx, ack: AckRecord) -> Result<AckOutcome> {
@@ -164,37 +156,27 @@ pub async fn acknowledge(tx: &mut Tx, ack: AckRecord) -> Result<AckOutcome> {
     .execute(&mut **tx)
     .await?;
     // The party's escalation stops at once: no pending step of it may fire.
-    sqlx::query("UPDATE escalation_timers SET state = 'cancelled' WHERE incident_id = ? AND party = ? AND state = 'pending'")
-        .bind(&id)
-        .bind(&ack.party)
-        .execute(&mut **tx)
-        .await?;
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM incident_parties WHERE incident_id = ? AND acknowledged_by IS NULL",
+    sqlx::query(
+        "UPDATE escalation_timers SET state = 'cancelled' WHERE incident_id = ? AND party = ? AND state = 'pending'",
     )
     .bind(&id)
-    .fetch_one(&mut **tx)
+    .bind(&ack.party)
+    .execute(&mut **tx)
     .await?;
-    let new_state = if pending == 0 {
-        State::Acknowledged
-    } else {
-        State::Open
-    };
+    let pending: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM incident_parties WHERE incident_id = ? AND acknowledged_by IS NULL")
+            .bind(&id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let new_state = if pending == 0 { State::Acknowledged } else { State::Open };
     sqlx::query("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ?")
         .bind(new_state.as_str())
         .bind(at)
         .bind(&id)
         .execute(&mut **tx)
         .await?;
-    let incident = load_incident(tx, ack.incident)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
-    let seq = append(
-        tx,
-        &NewEvent::acknowledged(&incident, &ack.party, &ack.by, &ack.via),
-        at,
-    )
-    .await?;
+    let incident = load_incident(tx, ack.incident).await?.ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
+    let seq = append(tx, &NewEvent::acknowledged(&incident, &ack.party, &ack.by, &ack.via), at).await?;
     Ok(AckOutcome::Acknowledged { incident, seq })
 }
 
@@ -215,20 +197,9 @@ pub async fn add_note(tx: &mut Tx, note: NoteRecord) -> Result<ChangeOutcome> {
         .bind(&note.text)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE incidents SET updated_at = ? WHERE id = ?")
-        .bind(at)
-        .bind(&id)
-        .execute(&mut **tx)
-        .await?;
-    let seq = append(
-        tx,
-        &NewEvent::note(note.incident, &note.party, &note.by, &note.text),
-        at,
-    )
-    .await?;
-    let incident = load_incident(tx, note.incident)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
+    sqlx::query("UPDATE incidents SET updated_at = ? WHERE id = ?").bind(at).bind(&id).execute(&mut **tx).await?;
+    let seq = append(tx, &NewEvent::note(note.incident, &note.party, &note.by, &note.text), at).await?;
+    let incident = load_incident(tx, note.incident).await?.ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
     Ok(ChangeOutcome::Changed { incident, seq })
 }
 
@@ -260,35 +231,16 @@ pub async fn close(tx: &mut Tx, close: CloseRecord) -> Result<ChangeOutcome> {
     .bind(&id)
     .execute(&mut **tx)
     .await?;
-    let incident = load_incident(tx, close.incident)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
-    let kind = if close.state == State::Resolved {
-        EventType::Resolved
-    } else {
-        EventType::Cancelled
-    };
-    let seq = append(
-        tx,
-        &NewEvent::closed(kind, &incident, &close.by, close.reason.as_deref()),
-        at,
-    )
-    .await?;
+    let incident = load_incident(tx, close.incident).await?.ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
+    let kind = if close.state == State::Resolved { EventType::Resolved } else { EventType::Cancelled };
+    let seq = append(tx, &NewEvent::closed(kind, &incident, &close.by, close.reason.as_deref()), at).await?;
     Ok(ChangeOutcome::Changed { incident, seq })
 }
 
 /// Visible incidents matching the query, newest raise first, with the visible total.
-pub async fn list(
-    pool: &SqlitePool,
-    query: &IncidentQuery,
-    viewer: &Viewer,
-) -> Result<IncidentPage> {
+pub async fn list(pool: &SqlitePool, query: &IncidentQuery, viewer: &Viewer) -> Result<IncidentPage> {
     if viewer.keys.is_empty() {
-        return Ok(IncidentPage {
-            incidents: Vec::new(),
-            total: 0,
-            next_cursor: None,
-        });
+        return Ok(IncidentPage { incidents: Vec::new(), total: 0, next_cursor: None });
     }
     // Conditions and their binds, in order; built from fixed fragments only.
     let mut conditions = vec![format!(
@@ -297,10 +249,7 @@ pub async fn list(
     )];
     let mut binds: Vec<String> = viewer.keys.clone();
     if !query.states.is_empty() {
-        conditions.push(format!(
-            "i.state IN ({})",
-            vec!["?"; query.states.len()].join(",")
-        ));
+        conditions.push(format!("i.state IN ({})", vec!["?"; query.states.len()].join(",")));
         binds.extend(query.states.iter().map(|s| s.as_str().to_string()));
     }
     if let Some(party) = &query.party {
@@ -308,11 +257,7 @@ pub async fn list(
         binds.push(party.clone());
         binds.push(party.clone());
     }
-    for (column, value) in [
-        ("i.field", &query.field),
-        ("i.severity", &query.severity),
-        ("i.tlp", &query.tlp),
-    ] {
+    for (column, value) in [("i.field", &query.field), ("i.severity", &query.severity), ("i.tlp", &query.tlp)] {
         if let Some(v) = value {
             conditions.push(format!("{column} = ?"));
             binds.push(v.clone());
@@ -330,22 +275,14 @@ pub async fn list(
 
     let page_sql = format!(
         "SELECT {} FROM incidents i WHERE {filter} AND i.raised_seq < ? ORDER BY i.raised_seq DESC LIMIT ?",
-        INCIDENT_COLUMNS
-            .split(", ")
-            .map(|c| format!("i.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        INCIDENT_COLUMNS.split(", ").map(|c| format!("i.{c}")).collect::<Vec<_>>().join(", ")
     );
     let mut page = sqlx::query(sqlx::AssertSqlSafe(page_sql));
     for b in &binds {
         page = page.bind(b);
     }
     let limit = i64::from(query.limit.max(1));
-    let rows = page
-        .bind(query.before_seq.unwrap_or(i64::MAX))
-        .bind(limit + 1)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = page.bind(query.before_seq.unwrap_or(i64::MAX)).bind(limit + 1).fetch_all(&mut *conn).await?;
     let more = rows.len() as i64 > limit;
     let mut incidents = Vec::with_capacity(rows.len());
     let mut last_seq = None;
@@ -353,9 +290,5 @@ pub async fn list(
         last_seq = Some(row.try_get::<i64, _>("raised_seq")?);
         incidents.push(incident_from_row(&mut conn, row).await?);
     }
-    Ok(IncidentPage {
-        incidents,
-        total,
-        next_cursor: if more { last_seq } else { None },
-    })
+    Ok(IncidentPage { incidents, total, next_cursor: if more { last_seq } else { None } })
 }

@@ -7,6 +7,7 @@
 //! lets run beside the writer.
 
 mod credentials;
+mod escalation;
 mod events;
 mod incidents;
 mod rows;
@@ -17,14 +18,13 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::*;
 use crate::domain::event::Event;
+use crate::engine::plan::StepPlan;
 
 /// Migrations, applied in order once each; embedded so the binary needs no files.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
@@ -38,9 +38,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path/to/file.db`) and
     /// applies pending migrations.
     pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
-        let path = url
-            .trim_start_matches("sqlite://")
-            .trim_start_matches("sqlite:");
+        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
         if let Some(dir) = std::path::Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
@@ -52,11 +50,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode survives a killed process (the OS has the pages); FULL
             // also survives power loss, at a cost per commit.
-            .synchronous(if synchronous_full {
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            })
+            .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
@@ -78,12 +72,13 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(&mut *tx).await?;
         for (version, sql) in MIGRATIONS {
             if current.is_some_and(|c| c >= *version) {
                 continue;
@@ -169,14 +164,60 @@ impl Store for SqliteStore {
     }
 
     async fn head_seq(&self) -> Result<i64> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
-            .fetch_one(&self.reader)
-            .await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&self.reader).await?;
         Ok(head.unwrap_or(0))
     }
 
     async fn verify_chain(&self) -> Result<ChainReport> {
         events::verify(&self.reader).await
+    }
+
+    async fn claim_due_timers(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<TimerKey>> {
+        let mut tx = self.begin().await?;
+        let timers = escalation::claim_due(&mut tx, now, owner, lease.as_millis() as i64, limit).await?;
+        tx.commit().await?;
+        Ok(timers)
+    }
+
+    async fn claim_party_timer(
+        &self,
+        incident: Uuid,
+        party: &str,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<TimerKey>> {
+        let mut tx = self.begin().await?;
+        let timer = escalation::claim_party(&mut tx, incident, party, now, owner, lease.as_millis() as i64).await?;
+        tx.commit().await?;
+        Ok(timer)
+    }
+
+    async fn fire_step(
+        &self,
+        timer: &TimerKey,
+        owner: &str,
+        plan: &StepPlan,
+        now: DateTime<Utc>,
+    ) -> Result<FireOutcome> {
+        let mut tx = self.begin().await?;
+        let outcome = escalation::fire(&mut tx, timer, owner, plan, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
+        escalation::next_due(&self.reader).await
+    }
+
+    async fn pending_timers(&self) -> Result<u64> {
+        escalation::pending(&self.reader).await
     }
 
     async fn insert_token(&self, token_hash: &[u8], focal_point: &str, label: &str) -> Result<()> {
@@ -199,20 +240,11 @@ impl Store for SqliteStore {
         credentials::password_hash(&self.reader, focal_point).await
     }
 
-    async fn insert_session(
-        &self,
-        session_hash: &[u8],
-        focal_point: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn insert_session(&self, session_hash: &[u8], focal_point: &str, expires_at: DateTime<Utc>) -> Result<()> {
         credentials::insert_session(&self.writer, session_hash, focal_point, expires_at).await
     }
 
-    async fn session_owner(
-        &self,
-        session_hash: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<Option<String>> {
+    async fn session_owner(&self, session_hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>> {
         credentials::session_owner(&self.reader, session_hash, now).await
     }
 

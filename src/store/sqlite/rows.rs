@@ -4,33 +4,24 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use crate::domain::event::from_millis;
-use crate::domain::incident::{
-    Content, EscalationState, Incident, Note, Originator, PartyState, State,
-};
+use crate::domain::incident::{Content, EscalationState, Incident, Note, Originator, PartyState, State};
 use crate::domain::visibility::Audience;
 use crate::store::Result;
 
-pub const INCIDENT_COLUMNS: &str = "id, ref, originator_party, originator_officer, state, content, raised_seq, raised_at, updated_at, closed_at";
+pub const INCIDENT_COLUMNS: &str =
+    "id, ref, originator_party, originator_officer, state, content, raised_seq, raised_at, updated_at, closed_at";
 
 /// Builds an incident from a row of [`INCIDENT_COLUMNS`] plus its parties and notes.
-pub async fn incident_from_row(
-    conn: &mut SqliteConnection,
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<Incident> {
+pub async fn incident_from_row(conn: &mut SqliteConnection, row: &sqlx::sqlite::SqliteRow) -> Result<Incident> {
     let id_text: String = row.try_get("id")?;
     let id = Uuid::parse_str(&id_text)?;
     let content: Content = serde_json::from_str(row.try_get::<&str, _>("content")?)?;
     let state: String = row.try_get("state")?;
-    let state: State = state
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad state {state:?} in store"))?;
+    let state: State = state.parse().map_err(|_| anyhow::anyhow!("bad state {state:?} in store"))?;
     let mut incident = Incident::new(
         id,
         row.try_get("ref")?,
-        Originator {
-            party: row.try_get("originator_party")?,
-            officer: row.try_get("originator_officer")?,
-        },
+        Originator { party: row.try_get("originator_party")?, officer: row.try_get("originator_officer")? },
         content,
         from_millis(row.try_get("raised_at")?),
     );
@@ -54,9 +45,7 @@ pub async fn incident_from_row(
                 party: r.try_get("party")?,
                 acknowledged: by.is_some(),
                 acknowledged_by: by,
-                acknowledged_at: r
-                    .try_get::<Option<i64>, _>("acknowledged_at")?
-                    .map(from_millis),
+                acknowledged_at: r.try_get::<Option<i64>, _>("acknowledged_at")?.map(from_millis),
                 via: r.try_get("via")?,
                 escalation: match esc_state {
                     None => None,
@@ -71,11 +60,10 @@ pub async fn incident_from_row(
         })
         .collect::<Result<_>>()?;
 
-    let notes =
-        sqlx::query("SELECT by_id, party, at, text FROM notes WHERE incident_id = ? ORDER BY id")
-            .bind(&id_text)
-            .fetch_all(&mut *conn)
-            .await?;
+    let notes = sqlx::query("SELECT by_id, party, at, text FROM notes WHERE incident_id = ? ORDER BY id")
+        .bind(&id_text)
+        .fetch_all(&mut *conn)
+        .await?;
     incident.notes = notes
         .iter()
         .map(|r| -> Result<Note> {
@@ -92,10 +80,7 @@ pub async fn incident_from_row(
 
 pub async fn load_incident(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Incident>> {
     let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&mut *conn).await?;
     match row {
         None => Ok(None),
         Some(row) => Ok(Some(incident_from_row(conn, &row).await?)),
@@ -103,10 +88,9 @@ pub async fn load_incident(conn: &mut SqliteConnection, id: Uuid) -> Result<Opti
 }
 
 pub async fn load_audience(conn: &mut SqliteConnection, id: Uuid) -> Result<Audience> {
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT key FROM incident_audience WHERE incident_id = ? ORDER BY key")
-            .bind(id.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM incident_audience WHERE incident_id = ? ORDER BY key")
+        .bind(id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(Audience(keys))
 }

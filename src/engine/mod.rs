@@ -1,0 +1,5 @@
+//! Background work that runs on every node: the escalation engine (timers) and, with the
+//! channel work, the outbox dispatcher.
+
+pub mod escalation;
+pub mod plan;
