@@ -52,6 +52,7 @@ impl Application {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
+        install_crypto();
         let addr = settings.listen_addr()?;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(store.head_seq().await?));
@@ -66,7 +67,14 @@ impl Application {
             owner: engine_owner(),
         });
         engine.clone().spawn(shutdown_rx.clone());
-        let hub = Hub { store: store.clone(), directory: directory.clone(), bus, clock, engine, limits: settings.limits.clone() };
+        let hub = Hub {
+            store: store.clone(),
+            directory: directory.clone(),
+            bus,
+            clock,
+            engine,
+            limits: settings.limits.clone(),
+        };
         let limits = &settings.limits;
         let state = AppState::new(AppInner {
             hub,

@@ -64,7 +64,7 @@ const EN: Lang = Lang {
 };
 
 const TH: Lang = Lang {
-    headline: "เหตุด้าน{field} ระดับ {sev} จาก {party}",
+    headline: "เหตุด้าน {field} ระดับ {sev} จาก {party}",
     raised: "แจ้งเมื่อ",
     for_party: "สำหรับ",
     restricted: "ดูรายละเอียดในแดชบอร์ดเท่านั้น ({tlp})",

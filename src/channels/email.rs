@@ -74,6 +74,7 @@ impl SmtpGateway {
         let Some(address) = r.email.as_deref().filter(|e| !e.is_empty()) else {
             return Err(SendError::permanent(format!("recipient {} has no email", r.id)));
         };
+        super::refuse_outsider(page)?;
         let address = address
             .parse()
             .map_err(|e| SendError::permanent(format!("recipient {} email {address:?} is invalid: {e}", r.id)))?;

@@ -9,8 +9,9 @@
 //!
 //! SMS and email leave the network's boundary, so their text is composed by [`compose`],
 //! which applies the TLP rule of DESIGN.md §4 (pointer only for amber and above).
-//! Webhooks go to bots inside the network and carry the full incident, but only to a
-//! recipient in the incident's audience ([`in_audience`]).
+//! Webhooks go to bots inside the network and carry the full incident. Every real
+//! gateway refuses (`Permanent`) a recipient outside the incident's audience
+//! ([`in_audience`]), a backstop for the planner's own rule.
 
 pub mod compose;
 pub mod email;
@@ -194,6 +195,17 @@ pub fn in_audience(page: &Page) -> bool {
         keys.push(visibility::COORDINATORS.to_string());
     }
     visibility::may_see(&keys, &audience, None, &r.id)
+}
+
+/// `Permanent` when the recipient is outside the incident's audience ([`in_audience`]).
+pub(crate) fn refuse_outsider(page: &Page) -> Result<(), SendError> {
+    if in_audience(page) {
+        return Ok(());
+    }
+    Err(SendError::permanent(format!(
+        "recipient {} is outside the audience of incident {}",
+        page.recipient.id, page.incident.reference
+    )))
 }
 
 /// Builds the HTTP client for the HTTP gateways: no redirects (a signed request must not

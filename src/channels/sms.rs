@@ -157,6 +157,7 @@ impl Gateway for TwilioGateway {
         let Some(to) = page.recipient.phone.as_deref().filter(|p| !p.is_empty()) else {
             return Err(SendError::permanent(format!("recipient {} has no phone", page.recipient.id)));
         };
+        super::refuse_outsider(page)?;
         let body = compose::sms_text(page, &self.directory);
         let response = self
             .client

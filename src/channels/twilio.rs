@@ -145,9 +145,19 @@ mod tests {
         for ok in ["ACK K7Q9", "ack k7q9", "K7Q9 A", "k7q9 ack", "  Ack: K7Q9!  ", "k7q9, a.", "\nACK\tk7q9\n"] {
             assert_eq!(parse_reply(ok).as_deref(), Some("K7Q9"), "{ok:?}");
         }
-        for bad in
-            ["", "ACK", "K7Q9", "ACK K0Q9", "ACK K7Q2", "yes K7Q9", "ACK K7Q9 please", "A K7Q9", "ACK ACK", "ACKK7Q9", "ACK กขค"]
-        {
+        for bad in [
+            "",
+            "ACK",
+            "K7Q9",
+            "ACK K0Q9",
+            "ACK K7Q2",
+            "yes K7Q9",
+            "ACK K7Q9 please",
+            "A K7Q9",
+            "ACK ACK",
+            "ACKK7Q9",
+            "ACK กขค",
+        ] {
             assert_eq!(parse_reply(bad), None, "{bad:?}");
         }
     }

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{Gateway, Page, SendError, Sent, http_client, http_status_error, http_transport_error, in_audience};
+use super::{Gateway, Page, SendError, Sent, http_client, http_status_error, http_transport_error};
 
 /// Looks up the webhook secret issued to a bot, by focal-point id.
 pub type SecretLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -89,12 +89,7 @@ impl Gateway for WebhookGateway {
         let Some(url) = r.webhook_url.as_deref().filter(|u| !u.is_empty()) else {
             return Err(SendError::permanent(format!("recipient {} has no webhook_url", r.id)));
         };
-        if !in_audience(page) {
-            return Err(SendError::permanent(format!(
-                "recipient {} is outside the audience of incident {}",
-                r.id, page.incident.reference
-            )));
-        }
+        super::refuse_outsider(page)?;
         let Some(secret) = (self.secret_for)(&r.id).filter(|s| !s.is_empty()) else {
             return Err(SendError::permanent(format!("no secret issued for bot {}", r.id)));
         };

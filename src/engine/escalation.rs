@@ -44,11 +44,12 @@ impl EscalationEngine {
             let mut head = self.bus.subscribe();
             let jumped = self.clock.jumped();
             loop {
-                // Armed before reading the deadline, so a jump in between is not missed.
-                let jump = jumped.clone();
+                // Created before reading the deadline: `notify_waiters` reaches every
+                // `Notified` created before it, so a jump in between is not missed.
+                let notified = jumped.as_ref().map(|n| n.notified());
                 let jump_notified = async move {
-                    match jump {
-                        Some(n) => n.notified().await,
+                    match notified {
+                        Some(n) => n.await,
                         None => std::future::pending().await,
                     }
                 };

@@ -43,6 +43,20 @@ pub struct TimerKey {
     pub due_at: DateTime<Utc>,
 }
 
+/// One page in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRecord {
+    pub id: i64,
+    pub party: String,
+    pub focal_point: String,
+    pub channel: String,
+    pub step: u32,
+    pub loop_: u32,
+    /// pending | sending | sent | delivered | failed | cancelled
+    pub state: String,
+    pub attempts: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FireOutcome {
     /// The step was entered; events up to `seq` were appended.
@@ -233,6 +247,8 @@ pub trait Store: Send + Sync + 'static {
         plan: &StepPlan,
         now: DateTime<Utc>,
     ) -> Result<FireOutcome>;
+    /// Every outbox row (page) of one incident, oldest first.
+    async fn pages(&self, incident: Uuid) -> Result<Vec<PageRecord>>;
     /// The earliest due time of a pending timer.
     async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>>;
     async fn pending_timers(&self) -> Result<u64>;

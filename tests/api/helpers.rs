@@ -50,24 +50,43 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> Arc<TestApp> 
     let mut settings = test_settings(&dir.path().join("hub.db"));
     adjust(&mut settings);
     let app = Application::build(settings).await.expect("hub builds");
-    let addr = app.local_addr();
-    let hub = app.hub();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = stop_rx.await;
-    }));
-    Arc::new(TestApp {
-        addr,
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
-        hub,
-        dir,
-        tokens: Mutex::new(HashMap::new()),
-        stop: Mutex::new(Some(stop_tx)),
-    })
+    TestApp::serve(app, dir)
+}
+
+/// Waits for a condition on the store (an escalation fired, a page was sent), failing
+/// the test after `WAIT`. The condition is re-checked every few milliseconds.
+pub async fn wait_until<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl TestApp {
+    /// Serves a built hub in the background.
+    pub fn serve(app: Application, dir: tempfile::TempDir) -> Arc<TestApp> {
+        let addr = app.local_addr();
+        let hub = app.hub();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = stop_rx.await;
+        }));
+        Arc::new(TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
+            hub,
+            dir,
+            tokens: Mutex::new(HashMap::new()),
+            stop: Mutex::new(Some(stop_tx)),
+        })
+    }
+
     /// A token for a focal point, issued on first use.
     pub async fn token(&self, id: &str) -> String {
         if let Some(t) = self.tokens.lock().expect("lock").get(id) {
@@ -197,6 +216,9 @@ impl Stream {
     pub async fn expect(&mut self, kind: &str, incident: &str) -> Value {
         loop {
             let e = self.next_event().await;
+            if std::env::var("DEBUG_STREAM").is_ok() {
+                eprintln!("stream: {} {} {} {}", e["seq"], e["type"], e["incident"], e["data"]["step"]);
+            }
             if e["type"] == kind && e["incident"] == incident {
                 return e;
             }

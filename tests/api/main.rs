@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod crash;
 mod incidents;
+mod scenario;
 mod stream;
 mod validation;
 mod visibility;

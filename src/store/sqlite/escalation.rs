@@ -9,7 +9,7 @@ use super::events::append;
 use crate::directory::Channel;
 use crate::domain::event::{from_millis, to_millis};
 use crate::engine::plan::StepPlan;
-use crate::store::{FireOutcome, Result, TimerKey};
+use crate::store::{FireOutcome, PageRecord, Result, TimerKey};
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -213,4 +213,27 @@ pub async fn pending(pool: &SqlitePool) -> Result<u64> {
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM escalation_timers WHERE state = 'pending'").fetch_one(pool).await?;
     Ok(n as u64)
+}
+
+pub async fn pages(pool: &SqlitePool, incident: Uuid) -> Result<Vec<PageRecord>> {
+    let rows = sqlx::query(
+        "SELECT id, party, focal_point, channel, step, loop, state, attempts FROM outbox WHERE incident_id = ? ORDER BY id",
+    )
+    .bind(incident.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PageRecord {
+                id: r.try_get("id")?,
+                party: r.try_get("party")?,
+                focal_point: r.try_get("focal_point")?,
+                channel: r.try_get("channel")?,
+                step: r.try_get::<i64, _>("step")? as u32,
+                loop_: r.try_get::<i64, _>("loop")? as u32,
+                state: r.try_get("state")?,
+                attempts: r.try_get::<i64, _>("attempts")? as u32,
+            })
+        })
+        .collect()
 }

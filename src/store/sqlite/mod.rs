@@ -212,6 +212,10 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
+    async fn pages(&self, incident: Uuid) -> Result<Vec<PageRecord>> {
+        escalation::pages(&self.reader, incident).await
+    }
+
     async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
         escalation::next_due(&self.reader).await
     }
