@@ -154,7 +154,11 @@ async fn a_slow_client_is_closed_with_a_reason_and_resumes_without_a_gap() {
         }
     };
     let raised = |events: &[Value]| -> Vec<String> {
-        events.iter().filter(|e| e["type"] == "incident.raised").filter_map(|e| e["incident"].as_str().map(String::from)).collect()
+        events
+            .iter()
+            .filter(|e| e["type"] == "incident.raised")
+            .filter_map(|e| e["incident"].as_str().map(String::from))
+            .collect()
     };
     assert!(raised(&received).len() < ids.len(), "the client really fell behind");
     let resume: i64 = reason.rsplit(' ').next().and_then(|s| s.parse().ok()).expect("reason names a seq");
