@@ -270,3 +270,11 @@ pub async fn connect_raw(
         Err(e) => panic!("stream connection failed: {e}"),
     }
 }
+
+impl Drop for TestApp {
+    /// Stops the hub (its background tasks end with the test's runtime anyway; this closes
+    /// the listener and the streams promptly).
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
