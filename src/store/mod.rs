@@ -57,6 +57,56 @@ pub struct PageRecord {
     pub attempts: u32,
 }
 
+/// One page with what the dispatcher needs and records ([`Store::claim_pages`],
+/// [`Store::outbox_pages`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxPage {
+    pub id: i64,
+    pub incident: Uuid,
+    pub party: String,
+    pub focal_point: String,
+    pub channel: String,
+    pub step: u32,
+    pub loop_: u32,
+    /// pending | sent | delivered | failed | cancelled | merged. A page being sent stays
+    /// `pending` under a lease, so a worker that dies loses nothing.
+    pub state: String,
+    /// Send attempts that ended in an error (temporary or permanent).
+    pub attempts: u32,
+    /// When a pending page is (next) due to be sent.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The provider's message id once sent (Twilio `SM…`, the email Message-ID).
+    pub provider_id: Option<String>,
+    /// Why the last attempt failed, or why the page was cancelled; never an address.
+    pub last_error: Option<String>,
+    /// For a `merged` page: the identical page that was sent instead.
+    pub merged_into: Option<i64>,
+}
+
+/// What became of a claimed page; recorded by [`Store::record_page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageResult {
+    /// The provider accepted it: state `sent`, event `notification.sent`.
+    Sent { provider_id: Option<String> },
+    /// A temporary failure: attempts + 1, try again at `at`. No event.
+    Retry { at: DateTime<Utc>, error: String },
+    /// Not attempted (the destination is throttled): try again at `at`. No event.
+    Deferred { at: DateTime<Utc> },
+    /// A permanent failure: state `failed`, event `notification.failed` with the reason.
+    Failed { reason: String },
+    /// Not sent because the party acknowledged or the incident closed. No event.
+    Cancelled { reason: String },
+}
+
+/// An email ack link, looked up by the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckToken {
+    pub incident: Uuid,
+    pub focal_point: String,
+    pub party: String,
+    pub used: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FireOutcome {
     /// The step was entered; events up to `seq` were appended.
@@ -253,6 +303,101 @@ pub trait Store: Send + Sync + 'static {
     async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>>;
     async fn pending_timers(&self) -> Result<u64>;
 
+    // Outbox dispatch and inbound acknowledgement (issue 4). Each has a default that
+    // fails with "not supported by this backend", so a backend still being written keeps
+    // building; a complete backend overrides every one of them.
+
+    /// Claims up to `limit` pending pages due at `now` (sms, email, webhook), leasing them
+    /// to `owner` until `now + lease`; a lease that ran out (its worker died mid-send) is
+    /// claimed again, so a page is sent at least once and may be sent twice, never zero
+    /// times. In the same transaction, other pending sms/email pages identical to a
+    /// claimed one (same incident, focal point and channel) become `merged` with
+    /// `merged_into` pointing at it, and are not returned.
+    async fn claim_pages(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxPage>> {
+        let _ = (now, owner, lease, limit);
+        Err(unsupported("claim_pages"))
+    }
+    /// Records the result of a claimed page in one transaction with its event (see
+    /// [`PageResult`]); returns the seq appended, if any. `Sent` is recorded while the
+    /// page is pending (whoever holds it) or was cancelled while in flight under
+    /// `owner`'s lease; other results only while `owner` still holds the lease, so a
+    /// result from a worker that lost its lease is dropped and the page is tried again.
+    /// A permanent failure that leaves every page of the party's current step failed
+    /// makes the party's pending escalation timer due now.
+    async fn record_page(
+        &self,
+        page: &OutboxPage,
+        owner: &str,
+        result: &PageResult,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
+        let _ = (page, owner, result, now);
+        Err(unsupported("record_page"))
+    }
+    /// A provider's delivery callback for the page sent as `provider_id`. Never moves a
+    /// page backwards (queued < sent < delivered; failed and undelivered are final);
+    /// appends `notification.delivered` (or `.failed`) at most once. Returns the seq
+    /// appended, if any; unknown ids and statuses change nothing.
+    async fn page_status(&self, provider_id: &str, status: &str, now: DateTime<Utc>) -> Result<Option<i64>> {
+        let _ = (provider_id, status, now);
+        Err(unsupported("page_status"))
+    }
+    /// The earliest due time of a pending page, and how many pages are pending.
+    async fn outbox_backlog(&self) -> Result<(Option<DateTime<Utc>>, u64)> {
+        Err(unsupported("outbox_backlog"))
+    }
+    /// Every outbox row of one incident with its dispatch details, oldest first.
+    async fn outbox_pages(&self, incident: Uuid) -> Result<Vec<OutboxPage>> {
+        let _ = incident;
+        Err(unsupported("outbox_pages"))
+    }
+
+    /// The active (open or acknowledged) incident holding `reference`, for SMS replies.
+    async fn active_incident_by_ref(&self, reference: &str) -> Result<Option<Uuid>> {
+        let _ = reference;
+        Err(unsupported("active_incident_by_ref"))
+    }
+    /// Stores an email ack link (the SHA-256 of its token only). Durable on return.
+    async fn insert_ack_token(
+        &self,
+        token_hash: &[u8],
+        token: &AckToken,
+        outbox_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let _ = (token_hash, token, outbox_id, now);
+        Err(unsupported("insert_ack_token"))
+    }
+    /// The ack link with this hash, used or not.
+    async fn ack_token(&self, token_hash: &[u8]) -> Result<Option<AckToken>> {
+        let _ = token_hash;
+        Err(unsupported("ack_token"))
+    }
+    /// Marks an ack link used. True only for the one caller that found it unused while
+    /// its incident was active: a link works once, and never after the incident closed.
+    async fn consume_ack_token(&self, token_hash: &[u8], now: DateTime<Utc>) -> Result<bool> {
+        let _ = (token_hash, now);
+        Err(unsupported("consume_ack_token"))
+    }
+    /// Records an inbound message id; true the first time only (a replay is ignored,
+    /// whatever its body). Durable on return.
+    async fn first_inbound_message(&self, sid: &str, now: DateTime<Utc>) -> Result<bool> {
+        let _ = (sid, now);
+        Err(unsupported("first_inbound_message"))
+    }
+    /// The hub's own secret called `name`: stored on first use as `proposed`, the stored
+    /// value ever after (every node of a cluster gets the same).
+    async fn instance_secret(&self, name: &str, proposed: &str) -> Result<String> {
+        let _ = (name, proposed);
+        Err(unsupported("instance_secret"))
+    }
+
     /// Credentials. Hashes only: the store never sees a token or password.
     async fn insert_token(&self, token_hash: &[u8], focal_point: &str, label: &str) -> Result<()>;
     async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<String>>;
@@ -266,11 +411,17 @@ pub trait Store: Send + Sync + 'static {
     async fn credential_count(&self) -> Result<u64>;
 }
 
+fn unsupported(what: &str) -> anyhow::Error {
+    anyhow::anyhow!("{what} is not supported by this store backend yet")
+}
+
 /// Opens the backend named by `url`.
 pub async fn open(url: &str, synchronous_full: bool) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url, synchronous_full).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
-        anyhow::bail!("unsupported store url {url:?}: this build supports sqlite://")
+        anyhow::bail!("unsupported store url {url:?}: use sqlite://… or postgres://…")
     }
 }

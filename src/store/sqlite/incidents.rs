@@ -163,6 +163,17 @@ pub async fn acknowledge(tx: &mut Tx, ack: AckRecord) -> Result<AckOutcome> {
     .bind(&ack.party)
     .execute(&mut **tx)
     .await?;
+    // Pages for the party that have not gone out yet are moot now: cancel them. A page
+    // in flight keeps its lease; the dispatcher records it sent if it was.
+    sqlx::query(
+        "UPDATE outbox SET state = 'cancelled', last_error = 'party acknowledged', updated_at = ?
+         WHERE incident_id = ? AND party = ? AND state = 'pending'",
+    )
+    .bind(at)
+    .bind(&id)
+    .bind(&ack.party)
+    .execute(&mut **tx)
+    .await?;
     let pending: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM incident_parties WHERE incident_id = ? AND acknowledged_by IS NULL")
             .bind(&id)
@@ -228,6 +239,15 @@ pub async fn close(tx: &mut Tx, close: CloseRecord) -> Result<ChangeOutcome> {
         "UPDATE incident_parties SET esc_state = 'stopped', esc_next_at = NULL
          WHERE incident_id = ? AND esc_state = 'active'",
     )
+    .bind(&id)
+    .execute(&mut **tx)
+    .await?;
+    // Nothing more goes out about a closed incident: cancel its pages not yet sent.
+    sqlx::query(
+        "UPDATE outbox SET state = 'cancelled', last_error = 'incident closed', updated_at = ?
+         WHERE incident_id = ? AND state = 'pending'",
+    )
+    .bind(at)
     .bind(&id)
     .execute(&mut **tx)
     .await?;

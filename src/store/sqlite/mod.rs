@@ -10,6 +10,7 @@ mod credentials;
 mod escalation;
 mod events;
 mod incidents;
+mod outbox;
 mod rows;
 
 use std::str::FromStr;
@@ -27,7 +28,8 @@ use crate::domain::event::Event;
 use crate::engine::plan::StepPlan;
 
 /// Migrations, applied in order once each; embedded so the binary needs no files.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("migrations/0001_init.sql")), (2, include_str!("migrations/0002_dispatch.sql"))];
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -222,6 +224,77 @@ impl Store for SqliteStore {
 
     async fn pending_timers(&self) -> Result<u64> {
         escalation::pending(&self.reader).await
+    }
+
+    async fn claim_pages(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxPage>> {
+        let mut tx = self.begin().await?;
+        let pages = outbox::claim(&mut tx, now, owner, lease.as_millis() as i64, limit).await?;
+        tx.commit().await?;
+        Ok(pages)
+    }
+
+    async fn record_page(
+        &self,
+        page: &OutboxPage,
+        owner: &str,
+        result: &PageResult,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.begin().await?;
+        let seq = outbox::record(&mut tx, page, owner, result, now).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn page_status(&self, provider_id: &str, status: &str, now: DateTime<Utc>) -> Result<Option<i64>> {
+        let mut tx = self.begin().await?;
+        let seq = outbox::provider_status(&mut tx, provider_id, status, now).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn outbox_backlog(&self) -> Result<(Option<DateTime<Utc>>, u64)> {
+        outbox::backlog(&self.reader).await
+    }
+
+    async fn outbox_pages(&self, incident: Uuid) -> Result<Vec<OutboxPage>> {
+        outbox::incident_pages(&self.reader, incident).await
+    }
+
+    async fn active_incident_by_ref(&self, reference: &str) -> Result<Option<Uuid>> {
+        outbox::incident_by_ref(&self.reader, reference).await
+    }
+
+    async fn insert_ack_token(
+        &self,
+        token_hash: &[u8],
+        token: &AckToken,
+        outbox_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        outbox::insert_ack_token(&self.writer, token_hash, token, outbox_id, now).await
+    }
+
+    async fn ack_token(&self, token_hash: &[u8]) -> Result<Option<AckToken>> {
+        outbox::ack_token(&self.reader, token_hash).await
+    }
+
+    async fn consume_ack_token(&self, token_hash: &[u8], now: DateTime<Utc>) -> Result<bool> {
+        outbox::consume_ack_token(&self.writer, token_hash, now).await
+    }
+
+    async fn first_inbound_message(&self, sid: &str, now: DateTime<Utc>) -> Result<bool> {
+        outbox::first_inbound(&self.writer, sid, now).await
+    }
+
+    async fn instance_secret(&self, name: &str, proposed: &str) -> Result<String> {
+        outbox::instance_secret(&self.writer, name, proposed).await
     }
 
     async fn insert_token(&self, token_hash: &[u8], focal_point: &str, label: &str) -> Result<()> {
