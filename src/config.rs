@@ -67,11 +67,20 @@ impl Default for StoreSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusSettings {
     /// Redis URL for fan-out between replicas; empty means in-process only.
     pub redis_url: String,
+    /// Prefix of the Redis keys and channels (`{prefix}:events`), so several hub
+    /// clusters (or test runs) can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self { redis_url: String::new(), key_prefix: "focalpoint".into() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +220,12 @@ impl Settings {
         self.listen_addr()?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
             anyhow::bail!("store.url must start with sqlite:// or postgres://, got {:?}", self.store.url);
+        }
+        if !self.bus.redis_url.is_empty() && !self.bus.redis_url.starts_with("redis") {
+            anyhow::bail!("bus.redis_url must start with redis:// or rediss://, got {:?}", self.bus.redis_url);
+        }
+        if self.bus.key_prefix.is_empty() || self.bus.key_prefix.contains(char::is_whitespace) {
+            anyhow::bail!("bus.key_prefix must be a non-empty word");
         }
         if !matches!(self.store.sqlite_synchronous.as_str(), "normal" | "full") {
             anyhow::bail!("store.sqlite_synchronous must be `normal` or `full`");

@@ -34,6 +34,9 @@ pub struct Feed {
 
 /// Backstop poll interval: the bus wakes the feed; this only covers a lost wake-up.
 const BACKSTOP: Duration = Duration::from_secs(2);
+/// Poll interval while the bus cannot be trusted to wake us ([`Bus::polls`]: Redis down,
+/// or replicas sharing a store without Redis).
+const POLL: Duration = Duration::from_millis(250);
 const BATCH: u32 = 1000;
 
 impl Feed {
@@ -54,7 +57,7 @@ impl Feed {
             loop {
                 tokio::select! {
                     _ = wake.changed() => {}
-                    _ = tokio::time::sleep(BACKSTOP) => {}
+                    _ = tokio::time::sleep(if bus.polls() { POLL } else { BACKSTOP }) => {}
                     _ = shutdown.changed() => break,
                 }
                 if *shutdown.borrow() {

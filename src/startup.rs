@@ -13,7 +13,6 @@ use crate::api::{self, AppInner, AppState};
 use crate::auth::Authenticator;
 use crate::auth::limiter::SignInLimiter;
 use crate::bus::Bus;
-use crate::bus::memory::MemoryBus;
 use crate::clock::{Clock, SystemClock};
 use crate::commands::Hub;
 use crate::config::Settings;
@@ -55,7 +54,10 @@ impl Application {
         install_crypto();
         let addr = settings.listen_addr()?;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(store.head_seq().await?));
+        // Redis between replicas when configured; a PostgreSQL store is shared, so
+        // without Redis the feed polls it.
+        let shared_store = settings.store.url.starts_with("postgres");
+        let bus: Arc<dyn Bus> = crate::bus::open(&settings.bus, shared_store, store.head_seq().await?)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let feed =
             Feed::start(store.clone(), bus.clone(), settings.limits.ws_buffer_events, shutdown_rx.clone()).await?;

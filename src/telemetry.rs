@@ -51,6 +51,9 @@ pub mod names {
     pub const TIMERS_PENDING: &str = "focalpoint_escalation_timers_pending";
     pub const TIMER_LATENESS: &str = "focalpoint_escalation_timer_lateness_seconds";
     pub const ESCALATIONS: &str = "focalpoint_escalation_steps_total";
+    pub const BUS_HEALTHY: &str = "focalpoint_bus_healthy";
+    pub const BUS_DEGRADED: &str = "focalpoint_bus_degraded_total";
+    pub const BUS_DEGRADED_SECONDS: &str = "focalpoint_bus_degraded_seconds_total";
 }
 
 fn describe_metrics() {
@@ -69,4 +72,11 @@ fn describe_metrics() {
         "How late escalation steps fire after their deadline"
     );
     describe_counter!(names::ESCALATIONS, "Escalation steps entered (later steps, loops and unanswered alarms)");
+    describe_gauge!(names::BUS_HEALTHY, "1 while the Redis bus is subscribed, 0 while degraded (feeds poll the store)");
+    describe_counter!(names::BUS_DEGRADED, "Times the Redis bus became degraded (connection lost or refused)");
+    describe_counter!(
+        names::BUS_DEGRADED_SECONDS,
+        metrics::Unit::Seconds,
+        "Whole seconds the Redis bus spent degraded, feeds polling the store"
+    );
 }

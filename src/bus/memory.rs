@@ -1,4 +1,6 @@
-//! The in-process bus of a single node: a `watch` channel holding the newest head.
+//! The in-process bus of a single node: a `watch` channel holding the newest head. On a
+//! store shared by several replicas without Redis it is built with [`MemoryBus::polling`]:
+//! it cannot hear the other replicas, so the feed polls the store.
 
 use tokio::sync::watch;
 
@@ -6,11 +8,17 @@ use super::Bus;
 
 pub struct MemoryBus {
     head: watch::Sender<i64>,
+    polls: bool,
 }
 
 impl MemoryBus {
     pub fn new(head: i64) -> Self {
-        MemoryBus { head: watch::Sender::new(head) }
+        MemoryBus { head: watch::Sender::new(head), polls: false }
+    }
+
+    /// For a replica on a shared store without Redis: the feed polls the store.
+    pub fn polling(head: i64) -> Self {
+        MemoryBus { head: watch::Sender::new(head), polls: true }
     }
 }
 
@@ -37,5 +45,9 @@ impl Bus for MemoryBus {
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn polls(&self) -> bool {
+        self.polls
     }
 }

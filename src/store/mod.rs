@@ -3,9 +3,10 @@
 //! answer given after it returns is durable (promise 1) and the log never disagrees with
 //! the state.
 //!
-//! Backends: [`sqlite`] (embedded default). The contract tests in `tests/api/store.rs`
-//! run against every backend.
+//! Backends: [`sqlite`] (embedded default) and [`postgres`] (several replicas). The
+//! contract tests in `tests/api/store_contract.rs` run against both.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
