@@ -2,6 +2,7 @@
 //! client commands (`raise`, `watch`, `ack`).
 
 mod bench;
+mod bot;
 mod client;
 mod credentials;
 mod watch;
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Bot principals: print a bot's webhook secret.
+    Bot {
+        #[command(subcommand)]
+        command: BotCommand,
+    },
     /// Set a focal point's dashboard password (read from standard input).
     Passwd { id: String },
     /// Raise an incident on a running hub.
@@ -69,6 +75,12 @@ enum TokenCommand {
     },
     /// Revoke every token of a focal point.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum BotCommand {
+    /// Print the secret a bot verifies its webhook calls with (the last line of output).
+    Secret { id: String },
 }
 
 /// Where the client commands find the hub.
@@ -129,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             credentials::issue_token(&settings(&cli)?, id, label).await
         }
         Command::Token { command: TokenCommand::Revoke { id } } => credentials::revoke(&settings(&cli)?, id).await,
+        Command::Bot { command: BotCommand::Secret { id } } => bot::secret(&settings(&cli)?, id).await,
         Command::Passwd { id } => credentials::passwd(&settings(&cli)?, id).await,
         Command::Raise(args) => client::raise(args).await,
         Command::Watch(args) => watch::watch(args).await,

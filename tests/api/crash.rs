@@ -24,6 +24,15 @@ pub fn command(db: &std::path::Path) -> Command {
     cmd
 }
 
+/// Sets a dashboard password with the CLI (read from standard input).
+pub fn set_password(db: &std::path::Path, id: &str, password: &str) {
+    use std::io::Write;
+    let mut child =
+        command(db).args(["passwd", id]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("cli runs");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("written");
+    assert!(child.wait().expect("cli ends").success(), "passwd {id} failed");
+}
+
 /// Issues a token with the CLI; the token is the last line of its output.
 pub fn issue_token(db: &std::path::Path, id: &str) -> String {
     let out = command(db).args(["token", "issue", id]).output().expect("cli runs");
@@ -33,8 +42,21 @@ pub fn issue_token(db: &std::path::Path, id: &str) -> String {
 
 /// Starts `focalpoint serve` and waits for the line naming its address.
 pub fn start(db: &std::path::Path) -> HubProcess {
-    let mut child =
-        command(db).arg("serve").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("hub starts");
+    start_on(db, "127.0.0.1:0")
+}
+
+/// Starts the hub on a given address (a restart reuses the address it had).
+pub fn start_on(db: &std::path::Path, listen: &str) -> HubProcess {
+    start_with(db, |c| {
+        c.env("FOCALPOINT__SERVER__LISTEN", listen);
+    })
+}
+
+/// Starts the hub with extra settings applied to its command.
+pub fn start_with(db: &std::path::Path, adjust: impl FnOnce(&mut Command)) -> HubProcess {
+    let mut cmd = command(db);
+    adjust(&mut cmd);
+    let mut child = cmd.arg("serve").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("hub starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().expect("a first line").expect("readable");
@@ -58,7 +80,7 @@ async fn answered_incidents_survive_kill_9_with_the_chain_intact() {
     let officer = issue_token(&db, "th-duty");
     let auditor = issue_token(&db, "asean-audit");
     let mut hub = start(&db);
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
 
     // Concurrent raises; record every one answered 201, then kill at once.
     let mut tasks = Vec::new();

@@ -278,3 +278,10 @@ impl Drop for TestApp {
         self.stop();
     }
 }
+
+/// An HTTP client for tests that talk to hub processes (installs the TLS provider first:
+/// reqwest panics without one).
+pub fn http() -> reqwest::Client {
+    focalpoint::startup::install_crypto();
+    reqwest::Client::builder().timeout(WAIT).build().expect("client")
+}

@@ -14,6 +14,7 @@
 //   FIELD             crime field of the incidents (default drug-trafficking).
 //   CHROMIUM          browser binary (default /usr/bin/chromium).
 //   CARD_DEADLINE_MS  max ms from the raise's POST response to the card being on A's and B's boards (default 1000).
+//   FAIL_SCREENSHOT_DIR  where a failing step saves a PNG of every page (default $TMPDIR/focalpoint-dashboard-failures).
 //   SCREENSHOTS=1     write board/detail PNGs at 1280x800 and 390x844 into SCREENSHOT_DIR
 //                     (default: dashboards/screenshots/ of this repository).
 //
@@ -37,6 +38,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -86,7 +88,7 @@ async function step(t, fn) {
 }
 
 async function dumpPages(name) {
-  const dir = env.FAIL_SCREENSHOT_DIR || path.join(SHOT_DIR, 'failures');
+  const dir = env.FAIL_SCREENSHOT_DIR || path.join(os.tmpdir(), 'focalpoint-dashboard-failures');
   try {
     fs.mkdirSync(dir, { recursive: true });
     for (const [k, w] of Object.entries(who)) await w.page.screenshot({ path: path.join(dir, `${name.replace(/\W+/g, '_')}-${k}.png`) }).catch(() => {});
