@@ -20,6 +20,8 @@ pub struct Settings {
     pub network: NetworkSettings,
     pub sms: SmsSettings,
     pub email: EmailSettings,
+    pub webhook: WebhookSettings,
+    pub dispatch: DispatchSettings,
     pub limits: Limits,
     pub log: LogSettings,
 }
@@ -147,6 +149,35 @@ impl Default for EmailSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Key from which each bot's webhook secret is derived (HMAC-SHA256(key, bot id);
+    /// `focalpoint bot secret <id>` prints it). Empty: the hub generates one at first start
+    /// and keeps it in the store, so every node of a cluster signs alike.
+    pub signing_key: String,
+}
+
+/// The outbox dispatcher: how pages leave the hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchSettings {
+    /// How long a claimed page is held by one worker; a worker that dies mid-send loses
+    /// it after this and another sends it again. Longer than the slowest send (SMTP: 60 s).
+    pub lease_seconds: u64,
+    /// Pages sent at once by one node.
+    pub concurrency: u32,
+    /// At most this many pages per minute to one phone number, email address or bot URL;
+    /// more are delayed, never dropped.
+    pub per_destination_per_minute: u32,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self { lease_seconds: 90, concurrency: 8, per_destination_per_minute: 6 }
+    }
+}
+
 /// Size and rate limits on everything that comes from outside.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -241,6 +272,12 @@ impl Settings {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             anyhow::bail!("log.format must be `text` or `json`");
+        }
+        let d = &self.dispatch;
+        if d.lease_seconds == 0 || d.concurrency == 0 || d.concurrency > 256 || d.per_destination_per_minute == 0 {
+            anyhow::bail!(
+                "dispatch.lease_seconds, concurrency (at most 256) and per_destination_per_minute must be > 0"
+            );
         }
         let l = &self.limits;
         if l.max_body_bytes < 1024 || l.ws_max_message_bytes < 256 || l.ws_buffer_events < 16 {

@@ -13,10 +13,12 @@ use crate::api::{self, AppInner, AppState};
 use crate::auth::Authenticator;
 use crate::auth::limiter::SignInLimiter;
 use crate::bus::Bus;
+use crate::channels::{Gateways, SecretLookup, webhook};
 use crate::clock::{Clock, SystemClock};
 use crate::commands::Hub;
 use crate::config::Settings;
-use crate::directory::Directory;
+use crate::directory::{Directory, Role};
+use crate::engine::dispatch::{DispatchConfig, Dispatcher};
 use crate::engine::escalation::EscalationEngine;
 use crate::feed::Feed;
 use crate::store::Store;
@@ -69,6 +71,21 @@ impl Application {
             owner: engine_owner(),
         });
         engine.clone().spawn(shutdown_rx.clone());
+        // Pages leave through the outbox dispatcher (SMS, email, bot webhooks). Built here,
+        // inside the runtime: the SMTP pool starts a task.
+        let gateways = Gateways::from_settings(
+            &settings,
+            directory.clone(),
+            bot_secrets(&settings, &store, directory.clone()).await?,
+        )?;
+        let dispatch = DispatchConfig {
+            owner: engine.owner.clone(),
+            settings: settings.dispatch.clone(),
+            public_url: settings.server.public_url.clone(),
+            sms_reply_hint: settings.sms.gateway == "twilio",
+        };
+        Dispatcher::new(store.clone(), directory.clone(), bus.clone(), clock.clone(), gateways, dispatch)
+            .spawn(shutdown_rx.clone());
         let hub = Hub {
             store: store.clone(),
             directory: directory.clone(),
@@ -114,6 +131,29 @@ impl Application {
             .context("serving")?;
         Ok(())
     }
+}
+
+/// The key bot webhook secrets derive from: `webhook.signing_key`, or else one generated
+/// at first start and kept in the store (so every node and the CLI agree).
+pub async fn webhook_signing_key(settings: &Settings, store: &Arc<dyn Store>) -> anyhow::Result<String> {
+    if !settings.webhook.signing_key.is_empty() {
+        return Ok(settings.webhook.signing_key.clone());
+    }
+    store.instance_secret("webhook.signing_key", &crate::auth::secret::generate()).await
+}
+
+/// Looks up each bot's webhook secret, HMAC-SHA256(signing key, bot id); None for ids
+/// that are not bots of the directory.
+async fn bot_secrets(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    directory: Arc<Directory>,
+) -> anyhow::Result<SecretLookup> {
+    let key = webhook_signing_key(settings, store).await?;
+    Ok(Arc::new(move |id: &str| {
+        let is_bot = directory.focal_point(id).is_some_and(|f| f.has_role(Role::Bot));
+        is_bot.then(|| webhook::derive_secret(&key, id))
+    }))
 }
 
 /// A name for this process's engine in leases: host, pid and a random suffix, so two

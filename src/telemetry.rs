@@ -54,6 +54,13 @@ pub mod names {
     pub const BUS_HEALTHY: &str = "focalpoint_bus_healthy";
     pub const BUS_DEGRADED: &str = "focalpoint_bus_degraded_total";
     pub const BUS_DEGRADED_SECONDS: &str = "focalpoint_bus_degraded_seconds_total";
+    pub const PAGES_SENT: &str = "focalpoint_pages_sent_total";
+    pub const PAGES_FAILED: &str = "focalpoint_pages_failed_total";
+    pub const PAGES_RETRIED: &str = "focalpoint_pages_retried_total";
+    pub const PAGES_THROTTLED: &str = "focalpoint_pages_throttled_total";
+    pub const OUTBOX_PENDING: &str = "focalpoint_outbox_pending";
+    pub const SEND_LATENCY: &str = "focalpoint_page_send_duration_seconds";
+    pub const INBOUND_ACKS: &str = "focalpoint_inbound_acks_total";
 }
 
 fn describe_metrics() {
@@ -79,4 +86,15 @@ fn describe_metrics() {
         metrics::Unit::Seconds,
         "Whole seconds the Redis bus spent degraded, feeds polling the store"
     );
+    describe_counter!(names::PAGES_SENT, "Pages accepted by their gateway, by channel");
+    describe_counter!(names::PAGES_FAILED, "Pages that failed permanently, by channel");
+    describe_counter!(names::PAGES_RETRIED, "Page attempts that failed temporarily and were rescheduled, by channel");
+    describe_counter!(names::PAGES_THROTTLED, "Pages delayed because their destination got too many, by channel");
+    describe_gauge!(names::OUTBOX_PENDING, "Pages waiting in the outbox to be sent");
+    describe_histogram!(
+        names::SEND_LATENCY,
+        metrics::Unit::Seconds,
+        "Time one gateway send took, by channel and outcome"
+    );
+    describe_counter!(names::INBOUND_ACKS, "Acknowledgements received by SMS reply or email link, by channel");
 }

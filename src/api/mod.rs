@@ -7,6 +7,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+mod hooks;
 mod incidents;
 mod network;
 mod session;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(session::router())
         .merge(network::router())
         .merge(health::router())
+        .merge(hooks::router())
         .merge(dashboard::router())
         .fallback(|| async { error::ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body))

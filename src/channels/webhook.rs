@@ -67,6 +67,16 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
 }
 
+/// A bot's webhook secret: hex HMAC-SHA256(`webhook.signing_key`, bot id). Derived, not
+/// stored, so every node signs alike and `focalpoint bot secret <id>` can print it; rotating
+/// the signing key rotates every bot's secret.
+pub fn derive_secret(signing_key: &str, bot_id: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(signing_key.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(bot_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Checks a received call: the timestamp is within `tolerance` of `now` (unix seconds)
 /// and `header` holds a matching `v1=` signature (several may be given, comma-separated,
 /// while a secret is rotated). Compared in constant time.

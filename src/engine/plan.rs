@@ -9,7 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use crate::directory::{Channel, Directory, Notify, Policy};
+use crate::directory::{Channel, Directory, Notify, Policy, Role};
 use crate::domain::event::{EventType, NewEvent};
 use crate::domain::incident::{EscalationState, Incident, Tlp};
 use crate::domain::principal::Principal;
@@ -138,6 +138,19 @@ fn page_events(
         .collect()
 }
 
+/// Bots subscribe to escalations and unanswered alarms: every bot with a `webhook_url`
+/// that may see the incident gets a signed webhook call (an outbox row, like any page).
+/// They are not among the step's `targets`: they are told, not asked to acknowledge.
+fn bot_pages(directory: &Directory, audience: &Audience, extra: &[String]) -> Vec<PageTarget> {
+    directory
+        .focal_points()
+        .iter()
+        .filter(|fp| fp.has_role(Role::Bot) && fp.webhook_url.is_some() && fp.has_channel(Channel::Webhook))
+        .filter(|fp| admitted(directory, audience, extra, &fp.id))
+        .map(|fp| PageTarget { focal_point: fp.id.clone(), channel: Channel::Webhook })
+        .collect()
+}
+
 fn targets_json(pages: &[PageTarget]) -> serde_json::Value {
     let mut ids: Vec<&str> = pages.iter().map(|p| p.focal_point.as_str()).collect();
     ids.dedup();
@@ -186,6 +199,10 @@ pub fn plan_step(
         });
     }
     events.extend(page_events(incident, party, step, loop_, &pages, "escalation"));
+    let mut pages = pages;
+    if step > 0 || loop_ > 0 {
+        pages.extend(bot_pages(directory, audience, &audience_add));
+    }
     let wait = Duration::milliseconds(policy.wait(step as usize, incident.severity.as_str()).as_millis() as i64);
     let due = scheduled + wait;
     let next_timer = match after(policy, step, loop_) {
@@ -244,6 +261,7 @@ fn unanswered(
         data: json!({ "party": party, "loops": loop_ + 1, "alarmed": targets_json(&pages), "incident": snapshot }),
     }];
     events.extend(page_events(incident, party, step, loop_, &pages, "unanswered"));
+    pages.extend(bot_pages(directory, audience, &extra));
     StepPlan {
         party: party.to_string(),
         step,
