@@ -134,6 +134,13 @@ impl TestApp {
         self.post(who, &format!("/api/v1/incidents/{id}/ack"), &json!({})).await
     }
 
+    /// Events other than the dispatcher's `notification.*` (which follow pages in the
+    /// background): what a request may or may not have changed.
+    pub async fn changes(&self) -> usize {
+        let events = self.hub.store.events_after(0, 1_000_000).await.expect("events");
+        events.iter().filter(|f| !f.event.kind.as_str().starts_with("notification.")).count()
+    }
+
     pub async fn head(&self) -> i64 {
         self.hub.store.head_seq().await.expect("head")
     }
@@ -190,6 +197,16 @@ impl Stream {
         }
     }
 
+    /// The next control message (not an event): an ack result or an error.
+    pub async fn next_reply(&mut self) -> Value {
+        loop {
+            let v = self.next_json(WAIT).await.expect("a reply arrives");
+            if v.get("seq").is_none() || v["type"] == "stream.live" {
+                return v;
+            }
+        }
+    }
+
     /// Waits for `stream.live`, collecting the backlog events before it.
     pub async fn backlog(&mut self) -> Vec<Value> {
         let mut events = Vec::new();
@@ -202,11 +219,14 @@ impl Stream {
         }
     }
 
-    /// The next event (skipping control messages), failing the test after `WAIT`.
+    /// The next event (skipping control messages and the dispatcher's `notification.*`,
+    /// which arrive in the background whenever an SMS or email page is sent), failing the
+    /// test after `WAIT`.
     pub async fn next_event(&mut self) -> Value {
         loop {
             let v = self.next_json(WAIT).await.expect("an event arrives");
-            if v.get("seq").is_some() && v["type"] != "stream.live" {
+            let notification = v["type"].as_str().is_some_and(|t| t.starts_with("notification."));
+            if v.get("seq").is_some() && v["type"] != "stream.live" && !notification {
                 return v;
             }
         }
@@ -284,4 +304,23 @@ impl Drop for TestApp {
 pub fn http() -> reqwest::Client {
     focalpoint::startup::install_crypto();
     reqwest::Client::builder().timeout(WAIT).build().expect("client")
+}
+
+/// `spawn_app()` on a fresh PostgreSQL database (`FOCALPOINT_TEST_POSTGRES`, see
+/// `servers.rs`) with the in-process bus polling it, so the HTTP tests can run against
+/// PostgreSQL. The database outlives the returned hub (the hub holds connections to it
+/// until the test's runtime ends); the sweep in `servers::fresh_database` drops it later.
+pub async fn spawn_app_pg() -> Arc<TestApp> {
+    spawn_app_pg_with(|_| {}).await
+}
+
+pub async fn spawn_app_pg_with(adjust: impl FnOnce(&mut Settings)) -> Arc<TestApp> {
+    let db = crate::servers::fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = test_settings(&dir.path().join("unused.db"));
+    settings.store.url = db.url.clone();
+    std::mem::forget(db);
+    adjust(&mut settings);
+    let app = Application::build(settings).await.expect("hub builds on PostgreSQL");
+    TestApp::serve(app, dir)
 }

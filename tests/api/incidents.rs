@@ -37,13 +37,13 @@ async fn ack_is_per_party_and_idempotent() {
     let body: Value = first.json().await.expect("json");
     assert_eq!(body["state"], "open", "SG has not acknowledged yet");
     assert_eq!(body["party_states"][0]["acknowledged_by"], "my-drugs");
-    let head = app.head().await;
+    let head = app.changes().await;
 
     // A colleague of the same party acks again: nothing new is recorded.
     let again = app.ack("my-cyber", id).await;
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["ack-result"], "already_acknowledged");
-    assert_eq!(app.head().await, head, "a repeated ack adds no event");
+    assert_eq!(app.changes().await, head, "a repeated ack adds no event");
 
     let last = app.ack("sg-drugs", id).await;
     let body: Value = last.json().await.expect("json");
@@ -110,7 +110,7 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
     let first = send(incident("amber")).await;
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.expect("json");
-    let head = app.head().await;
+    let head = app.changes().await;
     let replay = send(incident("amber")).await;
     assert_eq!(replay.status(), 200);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
@@ -122,7 +122,7 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
     assert_eq!(conflict.status(), 409);
     let err: Value = conflict.json().await.expect("json");
     assert_eq!(err["error"]["code"], "idempotency_key_reused");
-    assert_eq!(app.head().await, head, "replays and conflicts add nothing");
+    assert_eq!(app.changes().await, head, "replays and conflicts add nothing");
 }
 
 #[tokio::test]

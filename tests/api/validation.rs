@@ -39,7 +39,7 @@ async fn bad_raises_get_a_clear_error_and_change_nothing() {
         ("unknown key", with("colour", json!("blue")), 422, None),
         ("long dedup key", with("dedup_key", json!("k".repeat(201))), 422, Some("dedup_key")),
     ];
-    let head = app.head().await;
+    let head = app.changes().await;
     for (name, body, status, field) in cases {
         let r = app.post("th-duty", "/api/v1/incidents", &body).await;
         assert_eq!(r.status().as_u16(), status, "{name}");
@@ -71,7 +71,7 @@ async fn bad_raises_get_a_clear_error_and_change_nothing() {
     assert_eq!(raw(huge, "application/json").await.status(), 413);
     // Focal points do not raise.
     assert_eq!(app.post("my-drugs", "/api/v1/incidents", &base).await.status(), 403);
-    assert_eq!(app.head().await, head, "no bad request changed anything");
+    assert_eq!(app.changes().await, head, "no bad request changed anything");
 }
 
 #[tokio::test]
@@ -79,7 +79,7 @@ async fn bad_paths_queries_and_bodies_on_other_routes() {
     let app = spawn_app().await;
     let (_, inc) = app.raise("th-duty", &incident("amber")).await;
     let id = inc["id"].as_str().expect("id");
-    let head = app.head().await;
+    let head = app.changes().await;
     assert_eq!(app.get("my-drugs", "/api/v1/incidents/not-a-uuid").await.status(), 404);
     assert_eq!(app.get("my-drugs", "/api/v1/incidents/00000000-0000-0000-0000-000000000000").await.status(), 404);
     assert_eq!(app.get("my-drugs", "/api/v1/events?after=-1").await.status(), 422);
@@ -102,5 +102,5 @@ async fn bad_paths_queries_and_bodies_on_other_routes() {
     let unknown = app.get("my-drugs", "/api/v1/nothing-here").await;
     assert_eq!(unknown.status(), 404);
     assert_eq!(unknown.json::<Value>().await.expect("json")["error"]["code"], "not_found");
-    assert_eq!(app.head().await, head);
+    assert_eq!(app.changes().await, head);
 }
