@@ -43,25 +43,30 @@ pub struct RedisBus {
     _stop: watch::Sender<()>,
 }
 
-/// Whether the subscription is up, and the bookkeeping of degraded time.
+/// Whether the subscription is up, and the bookkeeping of degraded periods.
 struct Health {
     up: AtomicBool,
-    /// Since when the time degraded is not yet counted, and the fraction of a second
-    /// carried over (the counter counts whole seconds).
+    /// Since when the time degraded is not yet counted (Some during a degraded period),
+    /// and the fraction of a second carried over (the counter counts whole seconds).
     degraded: Mutex<(Option<Instant>, Duration)>,
 }
 
 impl Health {
+    /// Starting up is not an outage: a degraded period begins when a subscription is
+    /// lost or a connection attempt fails, and ends when a subscription succeeds.
     fn set(&self, up: bool) {
-        let was = self.up.swap(up, Ordering::SeqCst);
+        self.up.store(up, Ordering::SeqCst);
         metrics::gauge!(names::BUS_HEALTHY).set(if up { 1.0 } else { 0.0 });
-        if was && !up {
+        let in_period = self.lock().0.is_some();
+        if !up && !in_period {
             metrics::counter!(names::BUS_DEGRADED).increment(1);
-            tracing::warn!("redis bus degraded: falling back to polling the store");
+            tracing::warn!("redis bus degraded: feeds poll the store until it is back");
             self.lock().0 = Some(Instant::now());
-        } else if !was && up {
+        } else if up && in_period {
             self.account();
             self.lock().0 = None;
+            tracing::info!("redis bus recovered");
+        } else if up {
             tracing::info!("redis bus connected");
         }
     }
@@ -92,9 +97,9 @@ impl RedisBus {
         let channel = format!("{prefix}:events");
         let head_tx = watch::Sender::new(head);
         let outgoing = watch::Sender::new(head);
-        // Healthy only once subscribed; counted as degraded from the start until then.
-        let healthy = Arc::new(Health { up: AtomicBool::new(true), degraded: Mutex::new((None, Duration::ZERO)) });
-        healthy.set(false);
+        // Healthy once subscribed.
+        let healthy = Arc::new(Health { up: AtomicBool::new(false), degraded: Mutex::new((None, Duration::ZERO)) });
+        metrics::gauge!(names::BUS_HEALTHY).set(0.0);
         let (stop, stop_rx) = watch::channel(());
         tokio::spawn(publisher(client.clone(), channel.clone(), outgoing.subscribe(), stop_rx.clone()));
         tokio::spawn(subscriber(client, channel, head_tx.clone(), healthy.clone(), stop_rx));

@@ -5,9 +5,12 @@
 mod helpers;
 
 mod auth;
+mod cluster;
 mod crash;
 mod incidents;
 mod scenario;
+mod servers;
+mod store_contract;
 mod stream;
 mod validation;
 mod visibility;
