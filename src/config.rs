@@ -227,6 +227,10 @@ impl Default for LogSettings {
     }
 }
 
+/// Keys whose environment values are always text, never parsed as numbers or booleans.
+const TEXT_KEYS: &[&str] =
+    &["sms.from", "sms.account_sid", "sms.auth_token", "email.username", "email.password", "webhook.signing_key"];
+
 impl Settings {
     /// Loads defaults, then `file` if it exists (it must exist when `required`), then the
     /// environment. `network` overrides `network.file` when given.
@@ -239,6 +243,13 @@ impl Settings {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("FOCALPOINT__").split("__"));
+        // Figment reads `FOCALPOINT__SMS__FROM=+15005550006` as a number; phone numbers,
+        // SIDs and secrets are text, taken verbatim.
+        for key in TEXT_KEYS {
+            if let Ok(value) = std::env::var(format!("FOCALPOINT__{}", key.replace('.', "__").to_uppercase())) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
         let mut settings: Settings = figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         if let Some(network) = network {
             settings.network.file = network.to_path_buf();

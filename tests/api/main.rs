@@ -5,12 +5,18 @@
 mod helpers;
 
 mod auth;
+mod channels;
 mod cluster;
 mod crash;
+mod dispatch;
+mod dispatch_crash;
+mod hooks;
 mod incidents;
 mod scenario;
 mod servers;
+mod smtp_server;
 mod store_contract;
 mod stream;
+mod twilio_fake;
 mod validation;
 mod visibility;
