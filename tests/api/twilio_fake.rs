@@ -1,6 +1,6 @@
 //! A scripted Twilio-style Messages API for tests: an axum server on 127.0.0.1:0 that
 //! records every request (on arrival) and answers from a script (default `201` with a fresh `SM…`
-//! sid). Also records posts to `/bot/{id}` (bot webhooks).
+//! sid). Also records posts to `/bot/{id}` (bot webhooks, always answered 204).
 
 #![allow(dead_code)]
 
@@ -88,7 +88,7 @@ impl FakeTwilio {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/2010-04-01/Accounts/{sid}/Messages.json", post(message))
-            .route("/bot/{id}", post(message))
+            .route("/bot/{id}", post(bot))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
         let addr = listener.local_addr().expect("addr");
@@ -159,6 +159,18 @@ async fn message(
     }
     response.headers_mut().insert("content-type", "application/json".parse().expect("header"));
     response
+}
+
+/// A bot webhook: recorded, answered 204 (the script is for SMS only).
+async fn bot(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> StatusCode {
+    let request = Request { path: uri.path().to_string(), form: Vec::new(), headers, raw, status: 204, sid: None };
+    lock(&inner).received.push(request);
+    StatusCode::NO_CONTENT
 }
 
 /// `application/x-www-form-urlencoded` decoding (tests only; lossy on bad input).
