@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// The hub's URL (or Alertmanager's, with `--target alertmanager`).
     #[arg(long, env = "FOCALPOINT_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Where the WebSocket clients connect, if not `--url`: another replica of a cluster,
+    /// to measure raise (on `--url`) → delivery across replicas.
+    #[arg(long)]
+    stream_url: Option<String>,
     /// Token of an officer (or bot) who raises the incidents.
     #[arg(long, env = "FOCALPOINT_TOKEN", hide_env_values = true)]
     officer_token: Option<String>,
@@ -250,7 +254,8 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
     let rss_before = args.hub_pid.and_then(rss_kib);
     let (stop_tx, stop_rx) = watch::channel(false);
     let handshakes = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    let stream_url = format!("{}/api/v1/stream", url.replacen("http", "ws", 1));
+    let stream_base = args.stream_url.as_deref().map(|u| u.trim_end_matches('/')).unwrap_or(url);
+    let stream_url = format!("{}/api/v1/stream", stream_base.replacen("http", "ws", 1));
     let connect_start = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
     for c in 0..args.clients {
