@@ -125,6 +125,10 @@ impl Application {
             tracing::info!("shutting down");
             let _ = shutdown.send(true);
         };
+        // Small frames (acks, events) must not wait for Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown_signal)
             .await

@@ -5,81 +5,107 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::events::append;
+use super::events::append_many;
 use crate::directory::Channel;
-use crate::domain::event::{from_millis, to_millis};
+use crate::domain::event::{NewEvent, from_millis, to_millis};
 use crate::engine::plan::StepPlan;
 use crate::store::{FireOutcome, PageRecord, Result, TimerKey};
 
 type Tx = Transaction<'static, Sqlite>;
 
-/// Applies a planned step for `incident`: events, outbox rows, the party's escalation
-/// state, audience additions and the next timer. Returns the last seq appended.
-pub async fn apply_step(
+/// (step, loop, due) of the timer a plan schedules.
+type NextTimer = (u32, u32, DateTime<Utc>);
+
+/// Sets the current ref in a planned event (the store may re-draw the ref after planning).
+pub fn with_ref(event: &NewEvent, reference: &str) -> NewEvent {
+    let mut event = event.clone();
+    if let Some(r) = event.data.get_mut("ref") {
+        *r = serde_json::Value::String(reference.to_string());
+    }
+    if let Some(r) = event.data.get_mut("incident").and_then(|i| i.get_mut("ref")) {
+        *r = serde_json::Value::String(reference.to_string());
+    }
+    event
+}
+
+/// Applies planned steps of one incident: their events (after `leading` events), outbox
+/// rows, audience additions, the parties' escalation state (an UPDATE unless the caller
+/// inserted the party rows with it) and the next timers. Returns the last seq appended.
+/// Each kind of row goes in one multi-row statement: round trips are what cost here.
+pub async fn apply_steps(
     conn: &mut SqliteConnection,
     incident: Uuid,
     reference: &str,
-    plan: &StepPlan,
+    leading: Vec<NewEvent>,
+    plans: &[StepPlan],
     at_ms: i64,
+    update_parties: bool,
 ) -> Result<Option<i64>> {
     let id = incident.to_string();
-    let mut last = None;
-    for event in &plan.events {
-        let mut event = event.clone();
-        // The ref may have been re-drawn by the store after planning.
-        if let Some(r) = event.data.get_mut("ref") {
-            *r = serde_json::Value::String(reference.to_string());
-        }
-        if let Some(r) = event.data.get_mut("incident").and_then(|i| i.get_mut("ref")) {
-            *r = serde_json::Value::String(reference.to_string());
-        }
-        last = Some(append(conn, &event, at_ms).await?);
+    let mut events = leading;
+    events.extend(plans.iter().flat_map(|p| p.events.iter().map(|e| with_ref(e, reference))));
+    let last = append_many(conn, &events, at_ms).await?;
+
+    let pages: Vec<(&StepPlan, &crate::engine::plan::PageTarget)> =
+        plans.iter().flat_map(|p| p.pages.iter().map(move |page| (p, page))).collect();
+    for chunk in pages.chunks(80) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT OR IGNORE INTO outbox (incident_id, party, focal_point, channel, step, loop, state, next_attempt_at, created_at, updated_at) ",
+        );
+        insert.push_values(chunk, |mut b, (plan, page)| {
+            // Dashboard pages are delivered by their `page` event in this transaction.
+            let state = if page.channel == Channel::Dashboard { "delivered" } else { "pending" };
+            b.push_bind(id.as_str())
+                .push_bind(plan.party.as_str())
+                .push_bind(page.focal_point.as_str())
+                .push_bind(page.channel.as_str())
+                .push_bind(i64::from(plan.step))
+                .push_bind(i64::from(plan.loop_))
+                .push_bind(state)
+                .push_bind(at_ms)
+                .push_bind(at_ms)
+                .push_bind(at_ms);
+        });
+        insert.build().execute(&mut *conn).await?;
     }
-    for page in &plan.pages {
-        // Dashboard pages are delivered by their `page` event in this transaction.
-        let state = if page.channel == Channel::Dashboard { "delivered" } else { "pending" };
-        sqlx::query(
-            "INSERT OR IGNORE INTO outbox (incident_id, party, focal_point, channel, step, loop, state, next_attempt_at, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&plan.party)
-        .bind(&page.focal_point)
-        .bind(page.channel.as_str())
-        .bind(i64::from(plan.step))
-        .bind(i64::from(plan.loop_))
-        .bind(state)
-        .bind(at_ms)
-        .bind(at_ms)
-        .bind(at_ms)
-        .execute(&mut *conn)
-        .await?;
+    let keys: Vec<&String> = plans.iter().flat_map(|p| p.audience_add.iter()).collect();
+    if !keys.is_empty() {
+        let mut insert =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT OR IGNORE INTO incident_audience (incident_id, key) ");
+        insert.push_values(keys, |mut b, key| {
+            b.push_bind(id.as_str()).push_bind(key.as_str());
+        });
+        insert.build().execute(&mut *conn).await?;
     }
-    for key in &plan.audience_add {
-        sqlx::query("INSERT OR IGNORE INTO incident_audience (incident_id, key) VALUES (?, ?)")
-            .bind(&id)
-            .bind(key)
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query("UPDATE incident_parties SET esc_step = ?, esc_loop = ?, esc_next_at = ?, esc_state = ? WHERE incident_id = ? AND party = ?")
-        .bind(i64::from(plan.state.step))
-        .bind(i64::from(plan.state.loop_))
-        .bind(plan.state.next_at.map(to_millis))
-        .bind(&plan.state.state)
-        .bind(&id)
-        .bind(&plan.party)
-        .execute(&mut *conn)
-        .await?;
-    if let Some((step, loop_, due)) = plan.next_timer {
-        sqlx::query("INSERT OR IGNORE INTO escalation_timers (incident_id, party, step, loop, due_at, state) VALUES (?, ?, ?, ?, ?, 'pending')")
+    if update_parties {
+        for plan in plans {
+            sqlx::query(
+                "UPDATE incident_parties SET esc_step = ?, esc_loop = ?, esc_next_at = ?, esc_state = ? WHERE incident_id = ? AND party = ?",
+            )
+            .bind(i64::from(plan.state.step))
+            .bind(i64::from(plan.state.loop_))
+            .bind(plan.state.next_at.map(to_millis))
+            .bind(&plan.state.state)
             .bind(&id)
             .bind(&plan.party)
-            .bind(i64::from(step))
-            .bind(i64::from(loop_))
-            .bind(to_millis(due))
             .execute(&mut *conn)
             .await?;
+        }
+    }
+    let timers: Vec<(&StepPlan, NextTimer)> = plans.iter().filter_map(|p| p.next_timer.map(|t| (p, t))).collect();
+    if !timers.is_empty() {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT OR IGNORE INTO escalation_timers (incident_id, party, step, loop, due_at, state) ",
+        );
+        insert.push_values(timers, |mut b, (plan, (step, loop_, due))| {
+            b.push_bind(id.as_str())
+                .push_bind(plan.party.as_str())
+                .push_bind(i64::from(step))
+                .push_bind(i64::from(loop_))
+                .push_bind(to_millis(due))
+                .push_bind("pending");
+        });
+        insert.build().execute(&mut *conn).await?;
     }
     Ok(last)
 }
@@ -195,7 +221,8 @@ pub async fn fire(
         .bind(key.3)
         .execute(&mut **tx)
         .await?;
-    let last = apply_step(tx, timer.incident, &reference, plan, now_ms).await?;
+    let last =
+        apply_steps(tx, timer.incident, &reference, Vec::new(), std::slice::from_ref(plan), now_ms, true).await?;
     sqlx::query("UPDATE incidents SET updated_at = ? WHERE id = ?").bind(now_ms).bind(key.0).execute(&mut **tx).await?;
     Ok(match last {
         Some(seq) => FireOutcome::Fired { seq },

@@ -14,43 +14,73 @@ use crate::store::{ChainReport, FeedEvent, Result, Viewer};
 /// Appends one event after the current head. Must run inside a write transaction (the
 /// write lock makes "read head, insert head+1" atomic).
 pub async fn append(conn: &mut SqliteConnection, event: &NewEvent, at_ms: i64) -> Result<i64> {
+    let seq = append_many(conn, std::slice::from_ref(event), at_ms).await?;
+    seq.ok_or_else(|| anyhow::anyhow!("append wrote nothing"))
+}
+
+/// Rows per multi-row INSERT: 8 binds each, well under SQLite's variable limit.
+const INSERT_CHUNK: usize = 100;
+
+/// Appends events in order after the current head and returns the last seq (None for
+/// none). The head is read once and the rows go in as few multi-row INSERTs as possible:
+/// every statement is a round trip to SQLite's worker thread, which is what limits a raise.
+pub async fn append_many(conn: &mut SqliteConnection, events: &[NewEvent], at_ms: i64) -> Result<Option<i64>> {
+    if events.is_empty() {
+        return Ok(None);
+    }
     let last = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
-    let (seq, prev) = match last {
-        None => (1, GENESIS),
+    let (mut seq, mut prev) = match last {
+        None => (0, GENESIS),
         Some(row) => {
             let seq: i64 = row.try_get("seq")?;
             let hash: Vec<u8> = row.try_get("hash")?;
             let prev: [u8; 32] =
                 hash.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt hash at seq {seq}"))?;
-            (seq + 1, prev)
+            (seq, prev)
         }
     };
-    let data = canonical_json(&event.data);
-    let incident = event.incident.to_string();
-    let hash = chain_hash(
-        &prev,
-        seq,
-        at_ms,
-        event.kind.as_str(),
-        &incident,
-        event.party.as_deref(),
-        event.only_for.as_deref(),
-        &data,
-    );
-    sqlx::query(
-        "INSERT INTO events (seq, at, type, incident_id, party, only_for, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(seq)
-    .bind(at_ms)
-    .bind(event.kind.as_str())
-    .bind(&incident)
-    .bind(&event.party)
-    .bind(&event.only_for)
-    .bind(&data)
-    .bind(&hash[..])
-    .execute(&mut *conn)
-    .await?;
-    Ok(seq)
+    struct Row<'a> {
+        seq: i64,
+        event: &'a NewEvent,
+        incident: String,
+        data: String,
+        hash: [u8; 32],
+    }
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let data = canonical_json(&event.data);
+        let incident = event.incident.to_string();
+        let hash = chain_hash(
+            &prev,
+            seq,
+            at_ms,
+            event.kind.as_str(),
+            &incident,
+            event.party.as_deref(),
+            event.only_for.as_deref(),
+            &data,
+        );
+        prev = hash;
+        rows.push(Row { seq, event, incident, data, hash });
+    }
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (seq, at, type, incident_id, party, only_for, data, hash) ",
+        );
+        insert.push_values(chunk, |mut b, r| {
+            b.push_bind(r.seq)
+                .push_bind(at_ms)
+                .push_bind(r.event.kind.as_str())
+                .push_bind(r.incident.as_str())
+                .push_bind(r.event.party.as_deref())
+                .push_bind(r.event.only_for.as_deref())
+                .push_bind(r.data.as_str())
+                .push_bind(&r.hash[..]);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(Some(seq))
 }
 
 const EVENT_COLUMNS: &str = "e.seq, e.at, e.type, e.incident_id, e.party, e.only_for, e.data";

@@ -70,8 +70,21 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
         }
     }
     let at = to_millis(incident.raised_at);
-    let seq = append(tx, &NewEvent::raised(&incident), at).await?;
     let id = incident.id.to_string();
+    // The raise and every party's step 0 in one append: `incident.raised` comes first.
+    let planned: usize = escalation.iter().map(|p| p.events.len()).sum();
+    let last = super::escalation::apply_steps(
+        tx,
+        incident.id,
+        &incident.reference,
+        vec![NewEvent::raised(&incident)],
+        &escalation,
+        at,
+        false,
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("raise appended no event"))?;
+    let seq = last - planned as i64;
     let content = serde_json::to_string(&incident.content())?;
     sqlx::query(
         "INSERT INTO incidents (id, ref, originator_party, originator_officer, field, severity, severity_rank, tlp,
@@ -95,21 +108,26 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
     .bind(at)
     .execute(&mut **tx)
     .await?;
-    for (position, party) in incident.parties.iter().enumerate() {
-        sqlx::query("INSERT INTO incident_parties (incident_id, party, position) VALUES (?, ?, ?)")
-            .bind(&id)
-            .bind(party)
-            .bind(position as i64)
-            .execute(&mut **tx)
-            .await?;
-    }
-    for key in audience.keys() {
-        sqlx::query("INSERT INTO incident_audience (incident_id, key) VALUES (?, ?)")
-            .bind(&id)
-            .bind(key)
-            .execute(&mut **tx)
-            .await?;
-    }
+    let mut parties = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO incident_parties (incident_id, party, position, esc_step, esc_loop, esc_next_at, esc_state) ",
+    );
+    parties.push_values(incident.party_states.iter().enumerate(), |mut b, (position, ps)| {
+        let esc = ps.escalation.as_ref();
+        b.push_bind(id.as_str())
+            .push_bind(ps.party.as_str())
+            .push_bind(position as i64)
+            .push_bind(esc.map(|e| i64::from(e.step)))
+            .push_bind(esc.map(|e| i64::from(e.loop_)))
+            .push_bind(esc.and_then(|e| e.next_at).map(to_millis))
+            .push_bind(esc.map(|e| e.state.clone()));
+    });
+    parties.build().execute(&mut **tx).await?;
+    let mut keys =
+        sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT OR IGNORE INTO incident_audience (incident_id, key) ");
+    keys.push_values(audience.keys(), |mut b, key| {
+        b.push_bind(id.as_str()).push_bind(key.as_str());
+    });
+    keys.build().execute(&mut **tx).await?;
     if let Some((principal, key, fingerprint)) = &idempotency {
         sqlx::query("INSERT INTO idempotency_keys (principal, key, fingerprint, incident_id, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(principal)
@@ -119,12 +137,6 @@ pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
             .bind(at)
             .execute(&mut **tx)
             .await?;
-    }
-    let mut last = seq;
-    for plan in &escalation {
-        if let Some(s) = super::escalation::apply_step(tx, incident.id, &incident.reference, plan, at).await? {
-            last = s;
-        }
     }
     Ok(RaiseOutcome::Created { incident, seq: last })
 }
