@@ -84,7 +84,8 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 fn network() -> Directory {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/network.toml");
     let text = std::fs::read_to_string(path).expect("config/network.toml");
-    let without_policies = text.split("[[policy]]").next().unwrap_or(&text).to_string();
+    let cut = text.find("\n[[policy]]\n").unwrap_or(text.len());
+    let without_policies = text[..cut].to_string();
     Directory::parse(&(without_policies + NETWORK_POLICY)).expect("bench network")
 }
 

@@ -25,6 +25,12 @@ const INSERT_CHUNK: usize = 100;
 /// none). The head is read once and the rows go in as few multi-row INSERTs as possible:
 /// every statement is a round trip to SQLite's worker thread, which is what limits a raise.
 pub async fn append_many(conn: &mut SqliteConnection, events: &[NewEvent], at_ms: i64) -> Result<Option<i64>> {
+    let timed: Vec<(NewEvent, i64)> = events.iter().map(|e| (e.clone(), at_ms)).collect();
+    append_timed(conn, &timed).await
+}
+
+/// [`append_many`] with a time per event.
+pub async fn append_timed(conn: &mut SqliteConnection, events: &[(NewEvent, i64)]) -> Result<Option<i64>> {
     if events.is_empty() {
         return Ok(None);
     }
@@ -41,13 +47,15 @@ pub async fn append_many(conn: &mut SqliteConnection, events: &[NewEvent], at_ms
     };
     struct Row<'a> {
         seq: i64,
+        at: i64,
         event: &'a NewEvent,
         incident: String,
         data: String,
         hash: [u8; 32],
     }
     let mut rows = Vec::with_capacity(events.len());
-    for event in events {
+    for (event, at_ms) in events {
+        let at_ms = *at_ms;
         seq += 1;
         let data = canonical_json(&event.data);
         let incident = event.incident.to_string();
@@ -62,7 +70,7 @@ pub async fn append_many(conn: &mut SqliteConnection, events: &[NewEvent], at_ms
             &data,
         );
         prev = hash;
-        rows.push(Row { seq, event, incident, data, hash });
+        rows.push(Row { seq, at: at_ms, event, incident, data, hash });
     }
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -70,7 +78,7 @@ pub async fn append_many(conn: &mut SqliteConnection, events: &[NewEvent], at_ms
         );
         insert.push_values(chunk, |mut b, r| {
             b.push_bind(r.seq)
-                .push_bind(at_ms)
+                .push_bind(r.at)
                 .push_bind(r.event.kind.as_str())
                 .push_bind(r.incident.as_str())
                 .push_bind(r.event.party.as_deref())

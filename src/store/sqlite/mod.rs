@@ -9,6 +9,7 @@
 mod credentials;
 mod escalation;
 mod events;
+mod group_commit;
 mod incidents;
 mod outbox;
 mod rows;
@@ -34,6 +35,8 @@ const MIGRATIONS: &[(i64, &str)] =
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Raises go through one task that commits them in batches ([`group_commit`]).
+    raises: tokio::sync::mpsc::Sender<group_commit::Job>,
 }
 
 impl SqliteStore {
@@ -67,7 +70,8 @@ impl SqliteStore {
             .connect_with(options.read_only(false))
             .await
             .with_context(|| format!("opening SQLite database {path}"))?;
-        let store = SqliteStore { writer, reader };
+        let raises = group_commit::start(writer.clone());
+        let store = SqliteStore { writer, reader, raises };
         store.migrate().await?;
         Ok(store)
     }
@@ -113,10 +117,9 @@ impl Store for SqliteStore {
     }
 
     async fn raise(&self, raise: RaiseRecord) -> Result<RaiseOutcome> {
-        let mut tx = self.begin().await?;
-        let outcome = incidents::raise(&mut tx, raise).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.raises.send((raise, reply)).await.map_err(|_| anyhow::anyhow!("the raise writer has stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("the raise writer dropped a raise"))?
     }
 
     async fn acknowledge(&self, ack: AckRecord) -> Result<AckOutcome> {
