@@ -16,11 +16,11 @@
 //! | [`telemetry`] | tracing subscriber and the Prometheus recorder |
 //! | [`directory`] | the network file: parties, fields, focal points, escalation policies |
 //! | [`domain`] | incidents, events, principals and the one visibility function (TLP) |
-//! | [`commands`] | what a principal may do: raise, acknowledge, note, resolve, cancel |
+//! | [`commands`] | what a principal may do: raise, acknowledge, note, resolve, cancel, escalate |
 //! | [`clock`] | the engine's notion of now: system clock, or a manual one in scenario tests |
-//! | [`engine`] | escalation planner and engine: persisted timers, steps, pages, unanswered alarms |
-//! | [`store`] | the `Store` trait and its SQLite backend: event log, state, timers, outbox |
-//! | [`bus`] | "new events up to seq N" between the store and the live feeds |
+//! | [`engine`] | escalation planner and engine (persisted timers, steps, unanswered alarms) and the outbox dispatcher |
+//! | [`store`] | the `Store` trait, its SQLite (embedded) and PostgreSQL (cluster) backends: event log, state, timers, outbox |
+//! | [`bus`] | "new events up to seq N" between the store and the live feeds: in-process or Redis |
 //! | [`channels`] | gateways that send pages (SMS, email, bot webhooks), their text per language and TLP, inbound-hook helpers |
 //! | [`feed`] | per-node fan-out of new events to WebSocket clients, filtered per viewer |
 //! | [`auth`] | tokens, passwords, sessions, sign-in rate limiting |
