@@ -39,6 +39,28 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Handles of the metrics the live stream records per event, looked up once: the
+/// `counter!` macros look the metric up in the registry on every call, which 10,000
+/// clients × every event turn into a hot path.
+pub struct StreamMetrics {
+    pub events_streamed: metrics::Counter,
+    pub slow_clients: metrics::Counter,
+    pub clients: metrics::Gauge,
+}
+
+pub fn stream_metrics() -> &'static StreamMetrics {
+    static HANDLES: OnceLock<StreamMetrics> = OnceLock::new();
+    HANDLES.get_or_init(|| {
+        // The recorder must be installed before the handles are taken from it.
+        let _ = metrics_handle();
+        StreamMetrics {
+            events_streamed: metrics::counter!(names::EVENTS_STREAMED),
+            slow_clients: metrics::counter!(names::SLOW_CLIENTS),
+            clients: metrics::gauge!(names::CLIENTS),
+        }
+    })
+}
+
 /// Names of every metric the hub records, with their HELP text.
 pub mod names {
     pub const INCIDENTS_RAISED: &str = "focalpoint_incidents_raised_total";
