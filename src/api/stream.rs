@@ -8,7 +8,7 @@
 //! feed's buffer behind, or a write stalls, it is closed with code 4008 and a reason
 //! naming the seq to resume after.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +22,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, MissedTickBehavior, timeout};
@@ -86,11 +87,49 @@ async fn upgrade(
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| async move {
-            let clients = &telemetry::stream_metrics().clients;
-            clients.increment(1.0);
-            serve(socket, app, me, q.after).await;
-            clients.decrement(1.0);
+            // Commands a client sends (acks) run where requests do; the client's own
+            // task runs on the stream runtime.
+            let commands = Handle::current();
+            let client = async move {
+                let clients = &telemetry::stream_metrics().clients;
+                clients.increment(1.0);
+                serve(socket, app, me, q.after, commands).await;
+                clients.decrement(1.0);
+            };
+            match stream_runtime() {
+                Some(runtime) => drop(runtime.spawn(client)),
+                None => client.await,
+            }
         }))
+}
+
+/// The runtime every stream client's task runs on, apart from the one that serves
+/// requests, runs commands and follows the log.
+///
+/// Why: each event wakes every client. On one runtime, 10,000 client tasks per event
+/// fill the run queues, and each step of a raise (every SQLite statement completes with
+/// a wake-up) waits behind all of them: raises crawled, and so did the events they
+/// produce. On their own runtime, the clients queue only behind each other; the request
+/// runtime stays idle enough that the operating system runs its threads as soon as they
+/// wake. Sockets stay registered with the request runtime's I/O driver, which wakes
+/// client tasks across runtimes. One per process (hubs in tests share it); never shut
+/// down, like the process's own runtime. None if it could not start: clients then run
+/// on the request runtime, as they would anyway.
+fn stream_runtime() -> Option<&'static Handle> {
+    static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .thread_name("focalpoint-stream")
+                .enable_all()
+                .build()
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "cannot start the stream runtime; sharing the request runtime"),
+                )
+                .ok()
+        })
+        .as_ref()
+        .map(Runtime::handle)
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -168,7 +207,7 @@ async fn write_batch(sink: &mut Sink, batch: &mut Vec<Arc<FeedItem>>) -> Result<
     }
 }
 
-async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i64>) {
+async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i64>, commands: Handle) {
     let keys = visibility::viewer_keys(&me);
     let metrics = telemetry::stream_metrics();
     // Subscribe first: see the module docs.
@@ -266,7 +305,11 @@ async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i6
                 match message {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                     Some(Ok(Message::Text(text))) => {
-                        let reply = client_message(&app, &me, text.as_str()).await;
+                        let (app, me) = (app.clone(), me.clone());
+                        let command = commands.spawn(async move { client_message(&app, &me, text.as_str()).await });
+                        let Ok(reply) = command.await else {
+                            return; // the request runtime is shutting down
+                        };
                         if send(&mut sink, Message::Text(reply.to_string().into())).await.is_err() {
                             return;
                         }
