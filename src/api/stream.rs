@@ -9,6 +9,7 @@
 //! naming the seq to resume after.
 
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -136,7 +137,17 @@ type Sink = SplitSink<WebSocket, Message>;
 
 /// Sends one message, failing if the client does not take it in time.
 async fn send(sink: &mut Sink, message: Message) -> Result<(), ()> {
-    match timeout(WRITE_TIMEOUT, sink.send(message)).await {
+    in_time(sink.send(message)).await
+}
+
+/// Runs a write, failing if it takes longer than [`WRITE_TIMEOUT`]. Nearly every write
+/// completes at once (the socket has room): the timer is armed only when it does not.
+async fn in_time<E>(write: impl Future<Output = Result<(), E>>) -> Result<(), ()> {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(outcome) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return outcome.map_err(|_| ());
+    }
+    match timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
@@ -199,12 +210,9 @@ async fn write_batch(sink: &mut Sink, batch: &mut Vec<Arc<FeedItem>>) -> Result<
         }
         sink.flush().await
     };
-    let outcome = timeout(WRITE_TIMEOUT, write).await;
+    let outcome = in_time(write).await;
     batch.clear();
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
+    outcome
 }
 
 async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i64>, commands: Handle) {
