@@ -69,6 +69,7 @@ impl Application {
             bus: bus.clone(),
             clock: clock.clone(),
             owner: engine_owner(),
+            gauge_at: Default::default(),
         });
         engine.clone().spawn(shutdown_rx.clone());
         // Pages leave through the outbox dispatcher (SMS, email, bot webhooks). Built here,

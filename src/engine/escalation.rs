@@ -36,6 +36,8 @@ pub struct EscalationEngine {
     pub clock: Arc<dyn Clock>,
     /// This engine's name in leases.
     pub owner: String,
+    /// When the pending-timers gauge was last refreshed.
+    pub gauge_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl EscalationEngine {
@@ -99,17 +101,76 @@ impl EscalationEngine {
             let timers = self.store.claim_due_timers(now, &self.owner, LEASE, BATCH).await?;
             claimed += timers.len();
             let n = timers.len();
-            for timer in timers {
-                let scheduled = timer.due_at;
-                if let Err(e) = self.enter(&timer, scheduled).await {
-                    tracing::warn!(incident = %timer.incident, party = %timer.party, error = %e, "escalation step failed; it will be retried after its lease");
-                }
+            if n > 0
+                && let Err(e) = self.enter_batch(timers).await
+            {
+                tracing::warn!(error = %e, steps = n, "escalation steps failed; they will be retried after their lease");
             }
-            metrics::gauge!(names::TIMERS_PENDING).set(self.store.pending_timers().await? as f64);
+            self.update_pending_gauge().await?;
             if n < BATCH as usize {
                 return Ok(claimed);
             }
         }
+    }
+
+    /// Counting pending timers scans them, so the gauge is refreshed at most once a second.
+    async fn update_pending_gauge(&self) -> anyhow::Result<()> {
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.gauge_at.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
+        metrics::gauge!(names::TIMERS_PENDING).set(self.store.pending_timers().await? as f64);
+        Ok(())
+    }
+
+    /// Enters a batch of claimed steps, each planned from its due time (so lateness never
+    /// accumulates), in one store call.
+    async fn enter_batch(&self, timers: Vec<TimerKey>) -> anyhow::Result<()> {
+        let mut ids: Vec<uuid::Uuid> = timers.iter().map(|t| t.incident).collect();
+        ids.sort();
+        ids.dedup();
+        let incidents = self.store.incidents(&ids).await?;
+        let steps: Vec<(TimerKey, StepPlan)> = timers
+            .into_iter()
+            .map(|timer| {
+                let plan = incidents
+                    .get(&timer.incident)
+                    .and_then(|(incident, audience)| {
+                        plan_step(
+                            &self.directory,
+                            incident,
+                            audience,
+                            &timer.party,
+                            timer.step,
+                            timer.loop_,
+                            timer.due_at,
+                        )
+                    })
+                    .unwrap_or_else(|| retire(&timer));
+                (timer, plan)
+            })
+            .collect();
+        let now = self.clock.now();
+        let outcomes = self.store.fire_steps(&steps, &self.owner, now).await?;
+        let mut head = None;
+        for ((timer, plan), outcome) in steps.iter().zip(outcomes) {
+            if let FireOutcome::Fired { seq } = outcome {
+                let lateness = (now - timer.due_at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::histogram!(names::TIMER_LATENESS).record(lateness);
+                metrics::counter!(names::ESCALATIONS).increment(1);
+                tracing::info!(incident = %timer.incident, party = %timer.party, step = timer.step, r#loop = timer.loop_,
+                    pages = plan.pages.len(), lateness_ms = lateness * 1000.0, "escalation step entered");
+                head = head.max(Some(seq));
+            }
+        }
+        if let Some(seq) = head {
+            self.bus.publish(seq);
+        }
+        Ok(())
     }
 
     /// Enters the step of a claimed timer, planned from `scheduled` (the timer's due time,
@@ -122,17 +183,7 @@ impl EscalationEngine {
             }
             None => None,
         };
-        // No policy any more (the directory changed): retire the timer without paging.
-        let plan = plan.unwrap_or_else(|| StepPlan {
-            party: timer.party.clone(),
-            step: timer.step,
-            loop_: timer.loop_,
-            pages: Vec::new(),
-            events: Vec::new(),
-            next_timer: None,
-            state: EscalationState { step: timer.step, loop_: timer.loop_, next_at: None, state: "stopped".into() },
-            audience_add: Vec::new(),
-        });
+        let plan = plan.unwrap_or_else(|| retire(timer));
         let outcome = self.store.fire_step(timer, &self.owner, &plan, now).await?;
         if let FireOutcome::Fired { seq } = outcome {
             let lateness = (now - timer.due_at).num_milliseconds().max(0) as f64 / 1000.0;
@@ -143,5 +194,19 @@ impl EscalationEngine {
             self.bus.publish(seq);
         }
         Ok(outcome)
+    }
+}
+
+/// No policy any more (the directory changed): a plan that retires the timer without paging.
+fn retire(timer: &TimerKey) -> StepPlan {
+    StepPlan {
+        party: timer.party.clone(),
+        step: timer.step,
+        loop_: timer.loop_,
+        pages: Vec::new(),
+        events: Vec::new(),
+        next_timer: None,
+        state: EscalationState { step: timer.step, loop_: timer.loop_, next_at: None, state: "stopped".into() },
+        audience_add: Vec::new(),
     }
 }

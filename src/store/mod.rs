@@ -300,6 +300,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<FireOutcome>;
     /// Every outbox row (page) of one incident, oldest first.
     async fn pages(&self, incident: Uuid) -> Result<Vec<PageRecord>>;
+    /// Enters many claimed steps at once; each outcome is what [`Store::fire_step`] would
+    /// give for it. Backends may do it in one transaction (the default goes one by one).
+    async fn fire_steps(
+        &self,
+        steps: &[(TimerKey, StepPlan)],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FireOutcome>> {
+        let mut outcomes = Vec::with_capacity(steps.len());
+        for (timer, plan) in steps {
+            outcomes.push(self.fire_step(timer, owner, plan, now).await?);
+        }
+        Ok(outcomes)
+    }
+    /// Several incidents with their audiences (the default loads them one by one).
+    async fn incidents(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, (Incident, Audience)>> {
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(found) = self.incident(*id).await? {
+                out.insert(*id, found);
+            }
+        }
+        Ok(out)
+    }
     /// The earliest due time of a pending timer.
     async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>>;
     async fn pending_timers(&self) -> Result<u64>;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::events::append_many;
+use super::events::append_timed;
 use crate::directory::Channel;
 use crate::domain::event::{NewEvent, from_millis, to_millis};
 use crate::engine::plan::StepPlan;
@@ -28,10 +28,14 @@ pub fn with_ref(event: &NewEvent, reference: &str) -> NewEvent {
     event
 }
 
+/// The primary key of a timer row.
+pub fn to_key(t: &TimerKey) -> (String, String, i64, i64) {
+    (t.incident.to_string(), t.party.clone(), i64::from(t.step), i64::from(t.loop_))
+}
+
 /// Applies planned steps of one incident: their events (after `leading` events), outbox
 /// rows, audience additions, the parties' escalation state (an UPDATE unless the caller
 /// inserted the party rows with it) and the next timers. Returns the last seq appended.
-/// Each kind of row goes in one multi-row statement: round trips are what cost here.
 pub async fn apply_steps(
     conn: &mut SqliteConnection,
     incident: Uuid,
@@ -41,23 +45,50 @@ pub async fn apply_steps(
     at_ms: i64,
     update_parties: bool,
 ) -> Result<Option<i64>> {
-    let id = incident.to_string();
-    let mut events = leading;
-    events.extend(plans.iter().flat_map(|p| p.events.iter().map(|e| with_ref(e, reference))));
-    let last = append_many(conn, &events, at_ms).await?;
+    let items: Vec<(Uuid, String, &StepPlan)> = plans.iter().map(|p| (incident, reference.to_string(), p)).collect();
+    let leading: Vec<(NewEvent, i64)> = leading.into_iter().map(|e| (e, at_ms)).collect();
+    write_steps(conn, leading, &items, at_ms, update_parties).await
+}
 
-    let pages: Vec<(&StepPlan, &crate::engine::plan::PageTarget)> =
-        plans.iter().flat_map(|p| p.pages.iter().map(move |page| (p, page))).collect();
-    for chunk in pages.chunks(80) {
+/// [`apply_steps`] for steps of many incidents (the engine's batches).
+pub async fn apply_steps_many(
+    conn: &mut SqliteConnection,
+    items: &[(Uuid, String, &StepPlan)],
+    at_ms: i64,
+) -> Result<Option<i64>> {
+    write_steps(conn, Vec::new(), items, at_ms, true).await
+}
+
+/// Rows per multi-row statement.
+const CHUNK: usize = 150;
+
+/// Writes planned steps, each kind of row in one multi-row statement: round trips to
+/// SQLite's worker thread are what cost here.
+async fn write_steps(
+    conn: &mut SqliteConnection,
+    leading: Vec<(NewEvent, i64)>,
+    items: &[(Uuid, String, &StepPlan)],
+    at_ms: i64,
+    update_parties: bool,
+) -> Result<Option<i64>> {
+    let mut events = leading;
+    events.extend(
+        items.iter().flat_map(|(_, reference, p)| p.events.iter().map(move |e| (with_ref(e, reference), at_ms))),
+    );
+    let last = append_timed(conn, &events).await?;
+
+    let pages: Vec<(String, &StepPlan, &crate::engine::plan::PageTarget)> =
+        items.iter().flat_map(|(id, _, p)| p.pages.iter().map(move |page| (id.to_string(), *p, page))).collect();
+    for chunk in pages.chunks(CHUNK) {
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT OR IGNORE INTO outbox (incident_id, party, focal_point, channel, step, loop, state, next_attempt_at, created_at, updated_at) ",
         );
-        insert.push_values(chunk, |mut b, (plan, page)| {
+        insert.push_values(chunk, |mut b, (id, plan, page)| {
             // Dashboard pages are delivered by their `page` event in this transaction.
             let state = if page.channel == Channel::Dashboard { "delivered" } else { "pending" };
-            b.push_bind(id.as_str())
-                .push_bind(plan.party.as_str())
-                .push_bind(page.focal_point.as_str())
+            b.push_bind(id.clone())
+                .push_bind(plan.party.clone())
+                .push_bind(page.focal_point.clone())
                 .push_bind(page.channel.as_str())
                 .push_bind(i64::from(plan.step))
                 .push_bind(i64::from(plan.loop_))
@@ -68,41 +99,56 @@ pub async fn apply_steps(
         });
         insert.build().execute(&mut *conn).await?;
     }
-    let keys: Vec<&String> = plans.iter().flat_map(|p| p.audience_add.iter()).collect();
-    if !keys.is_empty() {
+    let keys: Vec<(String, String)> =
+        items.iter().flat_map(|(id, _, p)| p.audience_add.iter().map(move |k| (id.to_string(), k.clone()))).collect();
+    for chunk in keys.chunks(CHUNK) {
         let mut insert =
             sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT OR IGNORE INTO incident_audience (incident_id, key) ");
-        insert.push_values(keys, |mut b, key| {
-            b.push_bind(id.as_str()).push_bind(key.as_str());
+        insert.push_values(chunk, |mut b, (id, key)| {
+            b.push_bind(id.clone()).push_bind(key.clone());
         });
         insert.build().execute(&mut *conn).await?;
     }
     if update_parties {
-        for plan in plans {
-            sqlx::query(
-                "UPDATE incident_parties SET esc_step = ?, esc_loop = ?, esc_next_at = ?, esc_state = ? WHERE incident_id = ? AND party = ?",
-            )
-            .bind(i64::from(plan.state.step))
-            .bind(i64::from(plan.state.loop_))
-            .bind(plan.state.next_at.map(to_millis))
-            .bind(&plan.state.state)
-            .bind(&id)
-            .bind(&plan.party)
-            .execute(&mut *conn)
-            .await?;
+        for chunk in items.chunks(CHUNK) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE incident_parties SET esc_step = v.column3, esc_loop = v.column4, esc_next_at = v.column5, esc_state = v.column6 FROM (",
+            );
+            update.push_values(chunk, |mut b, (id, _, plan)| {
+                b.push_bind(id.to_string())
+                    .push_bind(plan.party.clone())
+                    .push_bind(i64::from(plan.state.step))
+                    .push_bind(i64::from(plan.state.loop_))
+                    .push_bind(plan.state.next_at.map(to_millis))
+                    .push_bind(plan.state.state.clone());
+            });
+            update.push(") AS v WHERE incident_parties.incident_id = v.column1 AND incident_parties.party = v.column2");
+            update.build().execute(&mut *conn).await?;
+        }
+        let ids: Vec<String> = items.iter().map(|(id, _, _)| id.to_string()).collect();
+        for chunk in ids.chunks(CHUNK) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE incidents SET updated_at = ");
+            update.push_bind(at_ms).push(" WHERE id IN (");
+            let mut list = update.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            update.push(")");
+            update.build().execute(&mut *conn).await?;
         }
     }
-    let timers: Vec<(&StepPlan, NextTimer)> = plans.iter().filter_map(|p| p.next_timer.map(|t| (p, t))).collect();
-    if !timers.is_empty() {
+    let timers: Vec<(String, &StepPlan, NextTimer)> =
+        items.iter().filter_map(|(id, _, p)| p.next_timer.map(|t| (id.to_string(), *p, t))).collect();
+    for chunk in timers.chunks(CHUNK) {
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT OR IGNORE INTO escalation_timers (incident_id, party, step, loop, due_at, state) ",
         );
-        insert.push_values(timers, |mut b, (plan, (step, loop_, due))| {
-            b.push_bind(id.as_str())
-                .push_bind(plan.party.as_str())
-                .push_bind(i64::from(step))
-                .push_bind(i64::from(loop_))
-                .push_bind(to_millis(due))
+        insert.push_values(chunk, |mut b, (id, plan, (step, loop_, due))| {
+            b.push_bind(id.clone())
+                .push_bind(plan.party.clone())
+                .push_bind(i64::from(*step))
+                .push_bind(i64::from(*loop_))
+                .push_bind(to_millis(*due))
                 .push_bind("pending");
         });
         insert.build().execute(&mut *conn).await?;
@@ -223,7 +269,6 @@ pub async fn fire(
         .await?;
     let last =
         apply_steps(tx, timer.incident, &reference, Vec::new(), std::slice::from_ref(plan), now_ms, true).await?;
-    sqlx::query("UPDATE incidents SET updated_at = ? WHERE id = ?").bind(now_ms).bind(key.0).execute(&mut **tx).await?;
     Ok(match last {
         Some(seq) => FireOutcome::Fired { seq },
         None => FireOutcome::Stale,

@@ -9,6 +9,7 @@
 mod credentials;
 mod escalation;
 mod events;
+mod fire_batch;
 mod group_commit;
 mod incidents;
 mod outbox;
@@ -219,6 +220,23 @@ impl Store for SqliteStore {
 
     async fn pages(&self, incident: Uuid) -> Result<Vec<PageRecord>> {
         escalation::pages(&self.reader, incident).await
+    }
+
+    async fn fire_steps(
+        &self,
+        steps: &[(TimerKey, StepPlan)],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FireOutcome>> {
+        let mut tx = self.begin().await?;
+        let outcomes = fire_batch::fire_many(&mut tx, steps, owner, now).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn incidents(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, (Incident, Audience)>> {
+        let mut conn = self.reader.acquire().await?;
+        rows::load_many(&mut conn, ids).await
     }
 
     async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
