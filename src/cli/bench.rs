@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Fraction of incidents one client acknowledges over its WebSocket (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     ack_share: f64,
+    /// Clients reconnect when the hub goes away (restart it during the run to measure how
+    /// fast every client is back and caught up; tests/bench/restart.sh does).
+    #[arg(long)]
+    reconnect: bool,
     /// Addressed parties, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MY,SG")]
     parties: Vec<String>,
@@ -264,6 +268,7 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
             url: stream_url.clone(),
             token: tokens[c % tokens.len()].clone(),
             visible: visible[c],
+            reconnect: args.reconnect,
         };
         tasks.push(tokio::spawn(clients::run(spec, shared.clone(), handshakes.clone(), stop_rx.clone())));
     }
@@ -440,6 +445,16 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
         "  delivery   {deliveries} of {} expected ({want} clients see each); incidents not reaching every client: {incomplete}",
         sent * want as u64
     );
+    if args.reconnect {
+        let back = shared.reconnected.load(Relaxed);
+        let first_down = shared.first_down.load(Relaxed);
+        let last_back = shared.last_back.load(Relaxed);
+        let span = if back > 0 && last_back > first_down { (last_back - first_down) as f64 / 1e9 } else { 0.0 };
+        println!(
+            "  reconnect  {back} of {live} clients lost the hub and came back live, resumed by seq; first loss -> last client live {span:.2} s; longest single outage {:.2} s",
+            shared.longest_outage.load(Relaxed) as f64 / 1e9
+        );
+    }
     if acks_sent > 0 || acks_planned > 0 {
         println!(
             "  acks       planned {acks_planned}, sent {acks_sent}, errors {}, not reaching every client: {acks_incomplete}",

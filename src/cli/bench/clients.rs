@@ -69,6 +69,13 @@ pub struct Shared {
     pub messages: AtomicU64,
     /// The first few reasons for connect errors and closes, for the report.
     pub reasons: Mutex<Vec<String>>,
+    /// `--reconnect`: clients that lost the hub and came back live (resumed by seq).
+    pub reconnected: AtomicUsize,
+    /// `--reconnect`: first disconnect and last return to live (`now()` units, 0 = never).
+    pub first_down: AtomicU64,
+    pub last_back: AtomicU64,
+    /// `--reconnect`: the longest single client's outage, in nanoseconds.
+    pub longest_outage: AtomicU64,
 }
 
 impl Shared {
@@ -84,6 +91,10 @@ impl Shared {
             ack_errors: AtomicUsize::new(0),
             messages: AtomicU64::new(0),
             reasons: Mutex::new(Vec::new()),
+            reconnected: AtomicUsize::new(0),
+            first_down: AtomicU64::new(u64::MAX),
+            last_back: AtomicU64::new(0),
+            longest_outage: AtomicU64::new(0),
         }
     }
 
@@ -145,6 +156,15 @@ pub struct ClientSpec {
     pub token: String,
     /// Whether this client's principal may see the incidents the bench raises.
     pub visible: bool,
+    /// Reconnect after losing the hub, resuming with `?after=<last seq>`.
+    pub reconnect: bool,
+}
+
+/// The seq of an event, read without a JSON parse: events start `{"seq":N,`.
+fn seq_of(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix("{\"seq\":")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
 }
 
 /// Runs one client until `stop` flips: connect (holding a `handshakes` permit so the
@@ -155,127 +175,161 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, handshakes: Arc<Semaphor
         Ok(p) => Some(p),
         Err(_) => return, // the semaphore is closed only when the bench gives up
     };
-    let request = match spec.url.as_str().into_client_request() {
-        Ok(mut r) => match format!("Bearer {}", spec.token).parse() {
-            Ok(v) => {
-                r.headers_mut().insert("authorization", v);
-                r
+    // `--reconnect`: where to resume, and since when the hub has been lost.
+    let mut last_seq: Option<i64> = None;
+    let mut down_since: Option<u64> = None;
+    let give_up = Duration::from_secs(60);
+    'connection: loop {
+        let url = match (spec.reconnect, last_seq) {
+            (true, Some(seq)) => format!("{}?after={seq}", spec.url),
+            _ => spec.url.clone(),
+        };
+        let request = match url.as_str().into_client_request() {
+            Ok(mut r) => match format!("Bearer {}", spec.token).parse() {
+                Ok(v) => {
+                    r.headers_mut().insert("authorization", v);
+                    r
+                }
+                Err(_) => {
+                    shared.connect_errors.fetch_add(1, Relaxed);
+                    shared.reason("a client token is not a valid header value".into());
+                    return;
+                }
+            },
+            Err(e) => {
+                shared.connect_errors.fetch_add(1, Relaxed);
+                shared.reason(format!("bad stream URL: {e}"));
+                return;
+            }
+        };
+        let connected = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+        )
+        .await;
+        let mut ws = match connected {
+            Ok(Ok((ws, _))) => ws,
+            Err(_) | Ok(Err(_)) if down_since.is_some_and(|d| shared.now() - d < give_up.as_nanos() as u64) => {
+                // The hub is restarting: try again shortly.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'connection;
+            }
+            Ok(Err(e)) => {
+                shared.connect_errors.fetch_add(1, Relaxed);
+                shared.reason(format!("connect: {e}"));
+                return;
             }
             Err(_) => {
                 shared.connect_errors.fetch_add(1, Relaxed);
-                shared.reason("a client token is not a valid header value".into());
-                return;
-            }
-        },
-        Err(e) => {
-            shared.connect_errors.fetch_add(1, Relaxed);
-            shared.reason(format!("bad stream URL: {e}"));
-            return;
-        }
-    };
-    let connected = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
-    )
-    .await;
-    let mut ws = match connected {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => {
-            shared.connect_errors.fetch_add(1, Relaxed);
-            shared.reason(format!("connect: {e}"));
-            return;
-        }
-        Err(_) => {
-            shared.connect_errors.fetch_add(1, Relaxed);
-            shared.reason("connect: timed out after 30 s".into());
-            return;
-        }
-    };
-    let mut live = false;
-    loop {
-        let message = tokio::select! {
-            m = ws.next() => m,
-            _ = stop.changed() => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                shared.reason("connect: timed out after 30 s".into());
                 return;
             }
         };
-        let at = shared.now();
-        let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => {
-                if !*stop.borrow() {
-                    shared.closed.fetch_add(1, Relaxed);
-                    shared.reason(format!(
-                        "closed by the hub: {}",
-                        frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default()
-                    ));
+        let mut live = false;
+        loop {
+            let message = tokio::select! {
+                m = ws.next() => m,
+                _ = stop.changed() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                    return;
                 }
-                return;
+            };
+            let at = shared.now();
+            let lost = matches!(message, Some(Ok(Message::Close(_))) | Some(Err(_)) | None);
+            if lost && spec.reconnect && live && !*stop.borrow() {
+                down_since = Some(at);
+                shared.first_down.fetch_min(at, Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'connection;
             }
-            Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
-            Some(Err(e)) => {
-                if !*stop.borrow() {
-                    shared.closed.fetch_add(1, Relaxed);
-                    shared.reason(format!("socket error: {e}"));
-                }
-                return;
-            }
-            None => {
-                if !*stop.borrow() {
-                    shared.closed.fetch_add(1, Relaxed);
-                    shared.reason("socket closed without a close frame".into());
-                }
-                return;
-            }
-        };
-        shared.messages.fetch_add(1, Relaxed);
-        // Messages come from the network: anything not understood is skipped. Most
-        // messages are read without a JSON parse (10,000 clients × the event rate would
-        // otherwise make the bench, not the hub, the bottleneck): serde_json writes the
-        // top-level `type` before `data`, and only this run's titles carry the marker.
-        let text = text.as_str();
-        let Some(kind) = kind_of(text) else { continue };
-        match kind {
-            "stream.live" if !live => {
-                live = true;
-                if spec.visible {
-                    shared.visible_live.fetch_add(1, Relaxed);
-                }
-                shared.live.fetch_add(1, Relaxed);
-                // Let the next client handshake only once this one is fully set up.
-                drop(permit.take());
-            }
-            "incident.raised" | "incident.acknowledged" => {
-                let Some(i) = shared.index_in(text) else { continue };
-                let slot = &shared.slots[i];
-                if kind == "incident.raised" {
-                    slot.first.fetch_min(at, Relaxed);
-                    slot.last.fetch_max(at, Relaxed);
-                    slot.count.fetch_add(1, Relaxed);
-                    if slot.acker.load(Relaxed) == spec.index {
-                        // The acker alone parses the message, for the incident's id.
-                        let Ok(parsed) = serde_json::from_str::<WithIncident>(text) else {
-                            shared.ack_errors.fetch_add(1, Relaxed);
-                            continue;
-                        };
-                        let ack = serde_json::json!({ "type": "ack", "incident": parsed.data.incident.id }).to_string();
-                        slot.ack_sent.store(shared.now(), Relaxed);
-                        if ws.send(Message::Text(ack.into())).await.is_err() {
-                            shared.ack_errors.fetch_add(1, Relaxed);
-                        }
+            let text = match message {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    if !*stop.borrow() {
+                        shared.closed.fetch_add(1, Relaxed);
+                        shared.reason(format!(
+                            "closed by the hub: {}",
+                            frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default()
+                        ));
                     }
-                } else {
-                    slot.ack_first.fetch_min(at, Relaxed);
-                    slot.ack_last.fetch_max(at, Relaxed);
-                    slot.ack_count.fetch_add(1, Relaxed);
+                    return;
                 }
+                Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
+                Some(Err(e)) => {
+                    if !*stop.borrow() {
+                        shared.closed.fetch_add(1, Relaxed);
+                        shared.reason(format!("socket error: {e}"));
+                    }
+                    return;
+                }
+                None => {
+                    if !*stop.borrow() {
+                        shared.closed.fetch_add(1, Relaxed);
+                        shared.reason("socket closed without a close frame".into());
+                    }
+                    return;
+                }
+            };
+            shared.messages.fetch_add(1, Relaxed);
+            // Messages come from the network: anything not understood is skipped. Most
+            // messages are read without a JSON parse (10,000 clients × the event rate would
+            // otherwise make the bench, not the hub, the bottleneck): serde_json writes the
+            // top-level `type` before `data`, and only this run's titles carry the marker.
+            let text = text.as_str();
+            if let Some(seq) = seq_of(text) {
+                last_seq = Some(seq);
             }
-            "error" => {
-                shared.ack_errors.fetch_add(1, Relaxed);
-                shared.reason(format!("hub answered an ack with: {}", text.chars().take(200).collect::<String>()));
+            let Some(kind) = kind_of(text) else { continue };
+            match kind {
+                "stream.live" if down_since.is_some() => {
+                    live = true;
+                    if let Some(since) = down_since.take() {
+                        shared.reconnected.fetch_add(1, Relaxed);
+                        shared.last_back.fetch_max(at, Relaxed);
+                        shared.longest_outage.fetch_max(at.saturating_sub(since), Relaxed);
+                    }
+                }
+                "stream.live" if !live => {
+                    live = true;
+                    if spec.visible {
+                        shared.visible_live.fetch_add(1, Relaxed);
+                    }
+                    shared.live.fetch_add(1, Relaxed);
+                    // Let the next client handshake only once this one is fully set up.
+                    drop(permit.take());
+                }
+                "incident.raised" | "incident.acknowledged" => {
+                    let Some(i) = shared.index_in(text) else { continue };
+                    let slot = &shared.slots[i];
+                    if kind == "incident.raised" {
+                        slot.first.fetch_min(at, Relaxed);
+                        slot.last.fetch_max(at, Relaxed);
+                        slot.count.fetch_add(1, Relaxed);
+                        if slot.acker.load(Relaxed) == spec.index {
+                            // The acker alone parses the message, for the incident's id.
+                            let Ok(parsed) = serde_json::from_str::<WithIncident>(text) else {
+                                shared.ack_errors.fetch_add(1, Relaxed);
+                                continue;
+                            };
+                            let ack =
+                                serde_json::json!({ "type": "ack", "incident": parsed.data.incident.id }).to_string();
+                            slot.ack_sent.store(shared.now(), Relaxed);
+                            if ws.send(Message::Text(ack.into())).await.is_err() {
+                                shared.ack_errors.fetch_add(1, Relaxed);
+                            }
+                        }
+                    } else {
+                        slot.ack_first.fetch_min(at, Relaxed);
+                        slot.ack_last.fetch_max(at, Relaxed);
+                        slot.ack_count.fetch_add(1, Relaxed);
+                    }
+                }
+                "error" => {
+                    shared.ack_errors.fetch_add(1, Relaxed);
+                    shared.reason(format!("hub answered an ack with: {}", text.chars().take(200).collect::<String>()));
+                }
+                _ => {} // pages, escalations, ack.result, other runs' incidents
             }
-            _ => {} // pages, escalations, ack.result, other runs' incidents
         }
     }
 }
