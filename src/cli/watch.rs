@@ -24,6 +24,10 @@ pub struct WatchArgs {
     json: bool,
 }
 
+fn list(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
 /// One readable line for an event.
 pub fn describe(e: &Value) -> String {
     let at = e["at"]
@@ -59,6 +63,35 @@ pub fn describe(e: &Value) -> String {
         "incident.resolved" | "incident.cancelled" => {
             format!("{r} by {}", e["data"]["by"].as_str().unwrap_or(""))
         }
+        "incident.escalated" => format!(
+            "{r} {} to step {} (loop {}): {}",
+            e["data"]["party"].as_str().unwrap_or(""),
+            e["data"]["step"],
+            e["data"]["loop"],
+            list(&e["data"]["targets"])
+        ),
+        "incident.unanswered" => {
+            format!(
+                "{r} {} did not answer; alarm to {}",
+                e["data"]["party"].as_str().unwrap_or(""),
+                list(&e["data"]["alarmed"])
+            )
+        }
+        "page" => format!(
+            "{} paged for {} ({} {}, step {})",
+            e["data"]["ref"].as_str().unwrap_or(""),
+            e["data"]["focal_point"].as_str().unwrap_or(""),
+            e["data"]["severity"].as_str().unwrap_or(""),
+            e["data"]["reason"].as_str().unwrap_or(""),
+            e["data"]["step"]
+        ),
+        k if k.starts_with("notification.") => format!(
+            "{} page to {} (step {}){}",
+            e["data"]["channel"].as_str().unwrap_or(""),
+            e["data"]["focal_point"].as_str().unwrap_or(""),
+            e["data"]["step"],
+            e["data"]["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default()
+        ),
         _ => e["data"].to_string(),
     };
     format!("{at}  #{:<6} {kind:<22} {detail}", e["seq"].as_i64().unwrap_or(0))
