@@ -22,7 +22,10 @@ use crate::store::{FireOutcome, Store, TimerKey};
 use crate::telemetry::names;
 
 /// How long a claimed timer stays ours; an engine that dies holding it loses it after this.
-pub const LEASE: Duration = Duration::from_secs(30);
+/// Short, because it bounds how late a step fires when its engine dies mid-claim; long
+/// enough for a batch to be entered (milliseconds). An engine that overruns it loses the
+/// claim and its firing transaction finds that out, so a step never fires twice.
+pub const LEASE: Duration = Duration::from_secs(5);
 /// Backstop: re-read the next deadline at least this often.
 const SWEEP: Duration = Duration::from_secs(30);
 /// After a claim found nothing (another engine holds the due timers), wait this long.

@@ -424,7 +424,7 @@ async fn a_replica_killed_with_kill_9_loses_and_doubles_nothing() {
         }
     }
     assert_eq!(ids.len(), 90, "every raise answered 201 (none sent to the dead replica)");
-    // A step whose engine died holding its lease fires after the lease (30 s).
+    // A step whose engine died holding its lease fires after the lease (5 s).
     let events = wait_unanswered(&cluster, &a.base, &ids, 180, Duration::from_secs(90)).await;
     let raised: BTreeSet<String> = events
         .iter()
