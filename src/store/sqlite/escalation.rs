@@ -9,7 +9,7 @@ use super::events::append_timed;
 use crate::directory::Channel;
 use crate::domain::event::{NewEvent, from_millis, to_millis};
 use crate::engine::plan::StepPlan;
-use crate::store::{FireOutcome, PageRecord, Result, TimerKey};
+use crate::store::{PageRecord, Result, TimerKey};
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -33,30 +33,15 @@ pub fn to_key(t: &TimerKey) -> (String, String, i64, i64) {
     (t.incident.to_string(), t.party.clone(), i64::from(t.step), i64::from(t.loop_))
 }
 
-/// Applies planned steps of one incident: their events (after `leading` events), outbox
-/// rows, audience additions, the parties' escalation state (an UPDATE unless the caller
-/// inserted the party rows with it) and the next timers. Returns the last seq appended.
-pub async fn apply_steps(
-    conn: &mut SqliteConnection,
-    incident: Uuid,
-    reference: &str,
-    leading: Vec<NewEvent>,
-    plans: &[StepPlan],
-    at_ms: i64,
-    update_parties: bool,
-) -> Result<Option<i64>> {
-    let items: Vec<(Uuid, String, &StepPlan)> = plans.iter().map(|p| (incident, reference.to_string(), p)).collect();
-    let leading: Vec<(NewEvent, i64)> = leading.into_iter().map(|e| (e, at_ms)).collect();
-    write_steps(conn, leading, &items, at_ms, update_parties).await
-}
-
-/// [`apply_steps`] for steps of many incidents (the engine's batches).
+/// Applies planned steps of many incidents (the engine's batches): their events, outbox
+/// rows, audience additions, the parties' escalation state and the next timers. Returns
+/// the last seq appended.
 pub async fn apply_steps_many(
     conn: &mut SqliteConnection,
     items: &[(Uuid, String, &StepPlan)],
     at_ms: i64,
 ) -> Result<Option<i64>> {
-    write_steps(conn, Vec::new(), items, at_ms, true).await
+    write_steps(conn, items, at_ms).await
 }
 
 /// Rows per multi-row statement.
@@ -66,12 +51,10 @@ const CHUNK: usize = 150;
 /// SQLite's worker thread are what cost here.
 async fn write_steps(
     conn: &mut SqliteConnection,
-    leading: Vec<(NewEvent, i64)>,
     items: &[(Uuid, String, &StepPlan)],
     at_ms: i64,
-    update_parties: bool,
 ) -> Result<Option<i64>> {
-    let mut events = leading;
+    let mut events = Vec::new();
     events.extend(
         items.iter().flat_map(|(_, reference, p)| p.events.iter().map(move |e| (with_ref(e, reference), at_ms))),
     );
@@ -109,33 +92,31 @@ async fn write_steps(
         });
         insert.build().execute(&mut *conn).await?;
     }
-    if update_parties {
-        for chunk in items.chunks(CHUNK) {
-            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "UPDATE incident_parties SET esc_step = v.column3, esc_loop = v.column4, esc_next_at = v.column5, esc_state = v.column6 FROM (",
-            );
-            update.push_values(chunk, |mut b, (id, _, plan)| {
-                b.push_bind(id.to_string())
-                    .push_bind(plan.party.clone())
-                    .push_bind(i64::from(plan.state.step))
-                    .push_bind(i64::from(plan.state.loop_))
-                    .push_bind(plan.state.next_at.map(to_millis))
-                    .push_bind(plan.state.state.clone());
-            });
-            update.push(") AS v WHERE incident_parties.incident_id = v.column1 AND incident_parties.party = v.column2");
-            update.build().execute(&mut *conn).await?;
+    for chunk in items.chunks(CHUNK) {
+        let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "UPDATE incident_parties SET esc_step = v.column3, esc_loop = v.column4, esc_next_at = v.column5, esc_state = v.column6 FROM (",
+        );
+        update.push_values(chunk, |mut b, (id, _, plan)| {
+            b.push_bind(id.to_string())
+                .push_bind(plan.party.clone())
+                .push_bind(i64::from(plan.state.step))
+                .push_bind(i64::from(plan.state.loop_))
+                .push_bind(plan.state.next_at.map(to_millis))
+                .push_bind(plan.state.state.clone());
+        });
+        update.push(") AS v WHERE incident_parties.incident_id = v.column1 AND incident_parties.party = v.column2");
+        update.build().execute(&mut *conn).await?;
+    }
+    let ids: Vec<String> = items.iter().map(|(id, _, _)| id.to_string()).collect();
+    for chunk in ids.chunks(CHUNK) {
+        let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE incidents SET updated_at = ");
+        update.push_bind(at_ms).push(" WHERE id IN (");
+        let mut list = update.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
         }
-        let ids: Vec<String> = items.iter().map(|(id, _, _)| id.to_string()).collect();
-        for chunk in ids.chunks(CHUNK) {
-            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE incidents SET updated_at = ");
-            update.push_bind(at_ms).push(" WHERE id IN (");
-            let mut list = update.separated(", ");
-            for id in chunk {
-                list.push_bind(id.clone());
-            }
-            update.push(")");
-            update.build().execute(&mut *conn).await?;
-        }
+        update.push(")");
+        update.build().execute(&mut *conn).await?;
     }
     let timers: Vec<(String, &StepPlan, NextTimer)> =
         items.iter().filter_map(|(id, _, p)| p.next_timer.map(|t| (id.to_string(), *p, t))).collect();
@@ -215,64 +196,6 @@ pub async fn claim_party(
     .fetch_optional(&mut **tx)
     .await?;
     row.as_ref().map(timer_from_row).transpose()
-}
-
-pub async fn fire(
-    tx: &mut Tx,
-    timer: &TimerKey,
-    owner: &str,
-    plan: &StepPlan,
-    now: DateTime<Utc>,
-) -> Result<FireOutcome> {
-    let id = timer.incident.to_string();
-    let key = (id.as_str(), timer.party.as_str(), i64::from(timer.step), i64::from(timer.loop_));
-    let held: Option<String> = sqlx::query_scalar(
-        "SELECT lease_owner FROM escalation_timers WHERE incident_id = ? AND party = ? AND step = ? AND loop = ? AND state = 'pending'",
-    )
-    .bind(key.0)
-    .bind(key.1)
-    .bind(key.2)
-    .bind(key.3)
-    .fetch_optional(&mut **tx)
-    .await?
-    .flatten();
-    if held.as_deref() != Some(owner) {
-        return Ok(FireOutcome::Stale);
-    }
-    let live = sqlx::query(
-        "SELECT i.ref FROM incidents i JOIN incident_parties p ON p.incident_id = i.id
-         WHERE i.id = ? AND p.party = ? AND i.state IN ('open', 'acknowledged') AND p.acknowledged_by IS NULL",
-    )
-    .bind(key.0)
-    .bind(key.1)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let now_ms = to_millis(now);
-    let Some(live) = live else {
-        sqlx::query("UPDATE escalation_timers SET state = 'cancelled' WHERE incident_id = ? AND party = ? AND step = ? AND loop = ?")
-            .bind(key.0)
-            .bind(key.1)
-            .bind(key.2)
-            .bind(key.3)
-            .execute(&mut **tx)
-            .await?;
-        return Ok(FireOutcome::Stale);
-    };
-    let reference: String = live.try_get("ref")?;
-    sqlx::query("UPDATE escalation_timers SET state = 'fired', fired_at = ? WHERE incident_id = ? AND party = ? AND step = ? AND loop = ?")
-        .bind(now_ms)
-        .bind(key.0)
-        .bind(key.1)
-        .bind(key.2)
-        .bind(key.3)
-        .execute(&mut **tx)
-        .await?;
-    let last =
-        apply_steps(tx, timer.incident, &reference, Vec::new(), std::slice::from_ref(plan), now_ms, true).await?;
-    Ok(match last {
-        Some(seq) => FireOutcome::Fired { seq },
-        None => FireOutcome::Stale,
-    })
 }
 
 pub async fn next_due(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>> {

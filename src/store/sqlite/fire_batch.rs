@@ -3,8 +3,8 @@
 //! worker thread per step, which caps firing at a few hundred steps a second. Here the
 //! checks and every kind of row go in one statement per batch.
 //!
-//! Each step's outcome is what [`super::escalation::fire`] would give on its own: fired
-//! only if its timer is still pending and leased to `owner`, the incident active and the
+//! [`Store::fire_step`](crate::store::Store::fire_step) is a batch of one. Each step is
+//! fired only if its timer is still pending and leased to `owner`, the incident active and the
 //! party unacknowledged; otherwise retired (`Stale`).
 
 use std::collections::HashSet;

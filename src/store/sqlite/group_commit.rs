@@ -69,7 +69,7 @@ pub fn start(writer: SqlitePool) -> mpsc::Sender<Job> {
 
 async fn write_one(writer: &SqlitePool, record: RaiseRecord) -> Result<RaiseOutcome> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let outcome = super::incidents::raise(&mut tx, record).await?;
+    let outcome = batch(&mut tx, vec![record]).await?.pop().ok_or_else(|| anyhow::anyhow!("raise gave no outcome"))?;
     tx.commit().await?;
     Ok(outcome)
 }

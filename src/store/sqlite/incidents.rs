@@ -1,145 +1,14 @@
 //! Incident commands and queries, each inside the caller's write transaction.
 
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
-use uuid::Uuid;
 
 use super::events::append;
-use super::rows::{INCIDENT_COLUMNS, incident_from_row, load_audience, load_incident};
+use super::rows::{INCIDENT_COLUMNS, incident_from_row, load_incident};
 use crate::domain::event::{EventType, NewEvent, to_millis};
 use crate::domain::incident::State;
-use crate::domain::reference;
 use crate::store::*;
 
 type Tx = Transaction<'static, Sqlite>;
-
-const ACTIVE: &str = "state IN ('open', 'acknowledged')";
-
-pub async fn raise(tx: &mut Tx, raise: RaiseRecord) -> Result<RaiseOutcome> {
-    let RaiseRecord { mut incident, audience, idempotency, escalation } = raise;
-
-    if let Some((principal, key, fingerprint)) = &idempotency {
-        let row = sqlx::query("SELECT fingerprint, incident_id FROM idempotency_keys WHERE principal = ? AND key = ?")
-            .bind(principal)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = row {
-            let stored: String = row.try_get("fingerprint")?;
-            if &stored != fingerprint {
-                return Ok(RaiseOutcome::IdempotencyMismatch);
-            }
-            let id = Uuid::parse_str(row.try_get::<&str, _>("incident_id")?)?;
-            let existing =
-                load_incident(tx, id).await?.ok_or_else(|| anyhow::anyhow!("idempotency key points nowhere"))?;
-            let audience = load_audience(tx, id).await?;
-            return Ok(RaiseOutcome::IdempotentReplay { incident: existing, audience });
-        }
-    }
-
-    if let Some(dedup) = &incident.dedup_key {
-        let sql = format!("SELECT id FROM incidents WHERE originator_party = ? AND dedup_key = ? AND {ACTIVE}");
-        let existing: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(&incident.originator.party)
-            .bind(dedup)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(id) = existing {
-            let id = Uuid::parse_str(&id)?;
-            let existing = load_incident(tx, id).await?.ok_or_else(|| anyhow::anyhow!("dedup row vanished"))?;
-            let audience = load_audience(tx, id).await?;
-            return Ok(RaiseOutcome::DedupHit { incident: existing, audience });
-        }
-    }
-
-    // A ref is unique among active incidents; lengthen it if the short space is crowded.
-    let mut attempt = 0;
-    loop {
-        let sql = format!("SELECT 1 FROM incidents WHERE ref = ? AND {ACTIVE}");
-        let taken: Option<i64> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&incident.reference).fetch_optional(&mut **tx).await?;
-        if taken.is_none() {
-            break;
-        }
-        attempt += 1;
-        incident.reference = reference::generate(if attempt < 8 { 4 } else { 6 });
-    }
-
-    for plan in &escalation {
-        if let Some(ps) = incident.party_states.iter_mut().find(|p| p.party == plan.party) {
-            ps.escalation = Some(plan.state.clone());
-        }
-    }
-    let at = to_millis(incident.raised_at);
-    let id = incident.id.to_string();
-    // The raise and every party's step 0 in one append: `incident.raised` comes first.
-    let planned: usize = escalation.iter().map(|p| p.events.len()).sum();
-    let last = super::escalation::apply_steps(
-        tx,
-        incident.id,
-        &incident.reference,
-        vec![NewEvent::raised(&incident)],
-        &escalation,
-        at,
-        false,
-    )
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("raise appended no event"))?;
-    let seq = last - planned as i64;
-    let content = serde_json::to_string(&incident.content())?;
-    sqlx::query(
-        "INSERT INTO incidents (id, ref, originator_party, originator_officer, field, severity, severity_rank, tlp,
-            status, state, dedup_key, content, raised_seq, raised_at, updated_at, closed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-    )
-    .bind(&id)
-    .bind(&incident.reference)
-    .bind(&incident.originator.party)
-    .bind(&incident.originator.officer)
-    .bind(&incident.field)
-    .bind(incident.severity.as_str())
-    .bind(incident.severity.rank())
-    .bind(incident.tlp.as_str())
-    .bind(incident.status.as_str())
-    .bind(incident.state.as_str())
-    .bind(&incident.dedup_key)
-    .bind(&content)
-    .bind(seq)
-    .bind(at)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    let mut parties = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO incident_parties (incident_id, party, position, esc_step, esc_loop, esc_next_at, esc_state) ",
-    );
-    parties.push_values(incident.party_states.iter().enumerate(), |mut b, (position, ps)| {
-        let esc = ps.escalation.as_ref();
-        b.push_bind(id.as_str())
-            .push_bind(ps.party.as_str())
-            .push_bind(position as i64)
-            .push_bind(esc.map(|e| i64::from(e.step)))
-            .push_bind(esc.map(|e| i64::from(e.loop_)))
-            .push_bind(esc.and_then(|e| e.next_at).map(to_millis))
-            .push_bind(esc.map(|e| e.state.clone()));
-    });
-    parties.build().execute(&mut **tx).await?;
-    let mut keys =
-        sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT OR IGNORE INTO incident_audience (incident_id, key) ");
-    keys.push_values(audience.keys(), |mut b, key| {
-        b.push_bind(id.as_str()).push_bind(key.as_str());
-    });
-    keys.build().execute(&mut **tx).await?;
-    if let Some((principal, key, fingerprint)) = &idempotency {
-        sqlx::query("INSERT INTO idempotency_keys (principal, key, fingerprint, incident_id, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(principal)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(&id)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(RaiseOutcome::Created { incident, seq: last })
-}
 
 pub async fn acknowledge(tx: &mut Tx, ack: AckRecord) -> Result<AckOutcome> {
     let Some(incident) = load_incident(tx, ack.incident).await? else {

@@ -213,7 +213,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<FireOutcome> {
         let mut tx = self.begin().await?;
-        let outcome = escalation::fire(&mut tx, timer, owner, plan, now).await?;
+        let steps = [(timer.clone(), plan.clone())];
+        let outcome = fire_batch::fire_many(&mut tx, &steps, owner, now).await?.pop().unwrap_or(FireOutcome::Stale);
         tx.commit().await?;
         Ok(outcome)
     }
