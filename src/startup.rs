@@ -60,6 +60,10 @@ impl Application {
         // without Redis the feed polls it.
         let shared_store = settings.store.url.starts_with("postgres");
         let bus: Arc<dyn Bus> = crate::bus::open(&settings.bus, shared_store, store.head_seq().await?)?;
+        // The store announces every commit that appended events: the one place that
+        // publishes to the bus.
+        let announce = bus.clone();
+        store.on_commit(Arc::new(move |seq| announce.publish(seq)));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let feed =
             Feed::start(store.clone(), bus.clone(), settings.limits.ws_buffer_events, shutdown_rx.clone()).await?;

@@ -166,9 +166,7 @@ async fn status_callback(
     let status = param(&params, "MessageStatus")
         .filter(|s| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_lowercase()))
         .ok_or_else(|| ApiError::bad_request("bad_message_status", "MessageStatus is missing or malformed"))?;
-    if let Some(seq) = app.hub.store.page_status(sid, status, app.hub.clock.now()).await? {
-        app.hub.bus.publish(seq);
-    }
+    app.hub.store.page_status(sid, status, app.hub.clock.now()).await?;
     Ok(StatusCode::OK)
 }
 

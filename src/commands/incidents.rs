@@ -67,11 +67,10 @@ impl Hub {
         let escalation = plan_raise(&self.directory, &incident, &audience);
         let outcome = self.store.raise(RaiseRecord { incident, audience, idempotency, escalation }).await?;
         match outcome {
-            RaiseOutcome::Created { incident, seq } => {
+            RaiseOutcome::Created { incident, .. } => {
                 metrics::counter!(names::INCIDENTS_RAISED).increment(1);
                 tracing::info!(incident = %incident.id, r#ref = %incident.reference, party = %incident.originator.party,
                     severity = %incident.severity, tlp = %incident.tlp, "incident raised");
-                self.announce(seq);
                 Ok(Raised { incident, created: true, replayed: false })
             }
             RaiseOutcome::DedupHit { incident, audience } => {
@@ -124,10 +123,9 @@ impl Hub {
             at: self.clock.now(),
         };
         match self.store.acknowledge(ack).await? {
-            AckOutcome::Acknowledged { incident, seq } => {
+            AckOutcome::Acknowledged { incident, .. } => {
                 metrics::counter!(names::ACKS).increment(1);
                 tracing::info!(incident = %id, party = %principal.party, by = %principal.id, via, "acknowledged");
-                self.announce(seq);
                 Ok(AckResult { incident, newly_acknowledged: true })
             }
             AckOutcome::AlreadyAcknowledged { incident } => Ok(AckResult { incident, newly_acknowledged: false }),
@@ -197,10 +195,7 @@ impl Hub {
 
     fn changed(&self, outcome: ChangeOutcome) -> CommandResult<Incident> {
         match outcome {
-            ChangeOutcome::Changed { incident, seq } => {
-                self.announce(seq);
-                Ok(incident)
-            }
+            ChangeOutcome::Changed { incident, .. } => Ok(incident),
             ChangeOutcome::Closed { incident } => Err(CommandError::Conflict {
                 code: "incident_closed",
                 message: format!("incident {} is already {}", incident.reference, incident.state),

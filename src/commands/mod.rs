@@ -64,9 +64,4 @@ impl Hub {
     pub fn sees(principal: &Principal, audience: &Audience) -> bool {
         visibility::may_see(&visibility::viewer_keys(principal), audience, None, &principal.id)
     }
-
-    /// Tells the feeds that the log has grown.
-    fn announce(&self, seq: i64) {
-        self.bus.publish(seq);
-    }
 }

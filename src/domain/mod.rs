@@ -1,6 +1,7 @@
 //! The network's own concepts, free of I/O: incidents and their lifecycle, events,
 //! principals, and who may see what.
 
+pub mod admission;
 pub mod event;
 pub mod incident;
 pub mod principal;

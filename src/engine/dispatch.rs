@@ -203,8 +203,7 @@ impl Dispatcher {
             }
         }
         match self.store.record_page(&page, &self.owner, &result, self.clock.now()).await {
-            Ok(Some(seq)) => self.bus.publish(seq),
-            Ok(None) => {}
+            Ok(_) => {} // the store announces what it appended
             Err(e) => tracing::warn!(incident = %page.incident, page = page.id, error = %e,
                 "could not record a page result; the page is tried again after its lease"),
         }

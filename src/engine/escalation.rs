@@ -159,20 +159,16 @@ impl EscalationEngine {
             .collect();
         let now = self.clock.now();
         let outcomes = self.store.fire_steps(&steps, &self.owner, now).await?;
-        let mut head = None;
         for ((timer, plan), outcome) in steps.iter().zip(outcomes) {
-            if let FireOutcome::Fired { seq } = outcome {
+            if let FireOutcome::Fired { .. } = outcome {
                 let lateness = (now - timer.due_at).num_milliseconds().max(0) as f64 / 1000.0;
                 metrics::histogram!(names::TIMER_LATENESS).record(lateness);
                 metrics::counter!(names::ESCALATIONS).increment(1);
                 tracing::info!(incident = %timer.incident, party = %timer.party, step = timer.step, r#loop = timer.loop_,
                     pages = plan.pages.len(), lateness_ms = lateness * 1000.0, "escalation step entered");
-                head = head.max(Some(seq));
             }
         }
-        if let Some(seq) = head {
-            self.bus.publish(seq);
-        }
+        // The store announced the new head on the bus when it committed.
         Ok(())
     }
 
@@ -188,13 +184,12 @@ impl EscalationEngine {
         };
         let plan = plan.unwrap_or_else(|| retire(timer));
         let outcome = self.store.fire_step(timer, &self.owner, &plan, now).await?;
-        if let FireOutcome::Fired { seq } = outcome {
+        if let FireOutcome::Fired { .. } = outcome {
             let lateness = (now - timer.due_at).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::histogram!(names::TIMER_LATENESS).record(lateness);
             metrics::counter!(names::ESCALATIONS).increment(1);
             tracing::info!(incident = %timer.incident, party = %timer.party, step = timer.step, r#loop = timer.loop_,
                 pages = plan.pages.len(), lateness_ms = lateness * 1000.0, "escalation step entered");
-            self.bus.publish(seq);
         }
         Ok(outcome)
     }

@@ -1,262 +1,74 @@
-//! The store: one trait, the hub's only door to durable state. Every method that changes
-//! state is one transaction that also appends its events to the hash-chained log, so an
-//! answer given after it returns is durable (promise 1) and the log never disagrees with
-//! the state.
+//! The store: the hub's only door to durable state, as one trait per concern, each
+//! stating what it guarantees. [`Store`] is their bundle.
 //!
-//! Backends: [`sqlite`] (embedded default) and [`postgres`] (several replicas). The
-//! contract tests in `tests/api/store_contract.rs` run against both.
+//! | trait | guarantee |
+//! | --- | --- |
+//! | [`EventLog`] | every change is one transaction with its events; seq contiguous in commit order; hash chain |
+//! | [`Timers`] | claim with a lease; two claimers never hold one timer; each step fires once |
+//! | [`Outbox`] | claim with a lease; at least once, never zero times; identical pages merged; cancelled on ack/close |
+//! | [`AckLinks`] | an email ack link works once, and never after its incident closed |
+//! | [`Credentials`] | hashes only; revocation and expiry take effect at once |
+//! | [`Secrets`] | the first stored value wins, for every node |
+//! | [`InboundMessages`] | an inbound message id is accepted once |
+//!
+//! Every method that changes state answers only after its commit (promise 1). After each
+//! commit that appended events the store announces the new head through its commit hook
+//! ([`Store::on_commit`]): the one place that publishes to the bus.
+//!
+//! Backends: [`sqlite`] (embedded default) and [`postgres`] (several replicas), each a
+//! [`sql::Backend`] under the one SQL core in [`sql`]. The contract suites in
+//! `tests/api/store/` run every trait against both.
 
+mod records;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use records::*;
+
 use crate::domain::event::Event;
-use crate::domain::incident::{Incident, State};
+use crate::domain::incident::Incident;
 use crate::domain::visibility::Audience;
 use crate::engine::plan::StepPlan;
 
 pub type Result<T> = anyhow::Result<T>;
 
-/// A raise, ready to be stored. `incident.reference` is a proposal: the store replaces it
-/// if another active incident holds it.
-#[derive(Debug, Clone)]
-pub struct RaiseRecord {
-    pub incident: Incident,
-    pub audience: Audience,
-    /// `(principal, Idempotency-Key, fingerprint of the request body)`.
-    pub idempotency: Option<(String, String, String)>,
-    /// Step 0 of each addressed party's escalation, entered with the raise.
-    pub escalation: Vec<StepPlan>,
-}
+/// Called with the new head seq after every commit that appended events.
+pub type CommitHook = Arc<dyn Fn(i64) + Send + Sync>;
 
-/// A due escalation step of one party, claimed by one engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimerKey {
-    pub incident: Uuid,
-    pub party: String,
-    pub step: u32,
-    pub loop_: u32,
-    pub due_at: DateTime<Utc>,
-}
-
-/// One page in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageRecord {
-    pub id: i64,
-    pub party: String,
-    pub focal_point: String,
-    pub channel: String,
-    pub step: u32,
-    pub loop_: u32,
-    /// pending | sending | sent | delivered | failed | cancelled
-    pub state: String,
-    pub attempts: u32,
-}
-
-/// One page with what the dispatcher needs and records ([`Store::claim_pages`],
-/// [`Store::outbox_pages`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxPage {
-    pub id: i64,
-    pub incident: Uuid,
-    pub party: String,
-    pub focal_point: String,
-    pub channel: String,
-    pub step: u32,
-    pub loop_: u32,
-    /// pending | sent | delivered | failed | cancelled | merged. A page being sent stays
-    /// `pending` under a lease, so a worker that dies loses nothing.
-    pub state: String,
-    /// Send attempts that ended in an error (temporary or permanent).
-    pub attempts: u32,
-    /// When a pending page is (next) due to be sent.
-    pub next_attempt_at: DateTime<Utc>,
-    /// The provider's message id once sent (Twilio `SM…`, the email Message-ID).
-    pub provider_id: Option<String>,
-    /// Why the last attempt failed, or why the page was cancelled; never an address.
-    pub last_error: Option<String>,
-    /// For a `merged` page: the identical page that was sent instead.
-    pub merged_into: Option<i64>,
-}
-
-/// What became of a claimed page; recorded by [`Store::record_page`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageResult {
-    /// The provider accepted it: state `sent`, event `notification.sent`.
-    Sent { provider_id: Option<String> },
-    /// A temporary failure: attempts + 1, try again at `at`. No event.
-    Retry { at: DateTime<Utc>, error: String },
-    /// Not attempted (the destination is throttled): try again at `at`. No event.
-    Deferred { at: DateTime<Utc> },
-    /// A permanent failure: state `failed`, event `notification.failed` with the reason.
-    Failed { reason: String },
-    /// Not sent because the party acknowledged or the incident closed. No event.
-    Cancelled { reason: String },
-}
-
-/// An email ack link, looked up by the SHA-256 of its token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckToken {
-    pub incident: Uuid,
-    pub focal_point: String,
-    pub party: String,
-    pub used: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FireOutcome {
-    /// The step was entered; events up to `seq` were appended.
-    Fired { seq: i64 },
-    /// Nothing to do: the party acknowledged, the incident closed, or the claim was lost.
-    Stale,
-}
-
-#[derive(Debug, Clone)]
-pub enum RaiseOutcome {
-    Created {
-        incident: Incident,
-        seq: i64,
-    },
-    /// An active incident of the same party already has this dedup key.
-    DedupHit {
-        incident: Incident,
-        audience: Audience,
-    },
-    /// The same principal already used this Idempotency-Key for the same request.
-    IdempotentReplay {
-        incident: Incident,
-        audience: Audience,
-    },
-    /// The Idempotency-Key was used before for a different request.
-    IdempotencyMismatch,
-}
-
-#[derive(Debug, Clone)]
-pub struct AckRecord {
-    pub incident: Uuid,
-    pub party: String,
-    pub by: String,
-    pub via: String,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub enum AckOutcome {
-    Acknowledged {
-        incident: Incident,
-        seq: i64,
-    },
-    AlreadyAcknowledged {
-        incident: Incident,
-    },
-    /// Resolved or cancelled: nothing to acknowledge.
-    Closed {
-        incident: Incident,
-    },
-    NotFound,
-}
-
-#[derive(Debug, Clone)]
-pub struct NoteRecord {
-    pub incident: Uuid,
-    pub by: String,
-    pub party: String,
-    pub text: String,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub struct CloseRecord {
-    pub incident: Uuid,
-    /// `Resolved` or `Cancelled`.
-    pub state: State,
-    pub by: String,
-    pub reason: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub enum ChangeOutcome {
-    Changed {
-        incident: Incident,
-        seq: i64,
-    },
-    /// The incident is already resolved or cancelled.
-    Closed {
-        incident: Incident,
-    },
-    NotFound,
-}
-
-/// Filters of `GET /api/v1/incidents`.
-#[derive(Debug, Clone, Default)]
-pub struct IncidentQuery {
-    /// Empty: every state.
-    pub states: Vec<State>,
-    pub party: Option<String>,
-    pub field: Option<String>,
-    pub severity: Option<String>,
-    pub tlp: Option<String>,
-    /// Return incidents raised before this one (by raise order); the page cursor.
-    pub before_seq: Option<i64>,
-    pub limit: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct IncidentPage {
-    pub incidents: Vec<Incident>,
-    /// Visible incidents matching the filters, over all pages.
-    pub total: u64,
-    pub next_cursor: Option<i64>,
-}
-
-/// An event with what the live feed needs to decide who may receive it.
-#[derive(Debug, Clone)]
-pub struct FeedEvent {
-    pub event: Event,
-    pub audience: Arc<Audience>,
-    pub only_for: Option<String>,
-}
-
-/// Result of walking the hash chain from the first event.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ChainReport {
-    pub events: u64,
-    pub head_seq: i64,
-    pub head_hash: String,
-    /// The first seq whose hash does not match, if any.
-    pub broken_at: Option<i64>,
-}
-
-/// The viewer's visibility keys ([`crate::domain::visibility::viewer_keys`]) and id.
-#[derive(Debug, Clone)]
-pub struct Viewer {
-    pub id: String,
-    pub keys: Vec<String>,
-}
-
+/// The event log and the incident state it records.
+///
+/// Guarantees: each method that changes state is one transaction that also appends its
+/// events, so the log never disagrees with the state; `seq` is contiguous and assigned in
+/// commit order, so a reader that has seen seq N has seen everything before it; each
+/// event stores SHA-256(previous hash ‖ canonical event). Concurrent raises with one
+/// dedup key produce exactly one incident.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Cheap round trip, for readiness.
-    async fn ping(&self) -> Result<()>;
-
-    /// Stores a new incident with its `incident.raised` event, unless the Idempotency-Key
-    /// or the dedup key (same originator party, active incident) says it exists already.
-    /// Concurrent raises with one dedup key produce exactly one incident.
+pub trait EventLog: Send + Sync {
+    /// Stores a new incident with its `incident.raised` event and step 0 of every
+    /// party's escalation, unless the admission rule ([`crate::domain::admission`]) finds
+    /// it exists already. `incident.reference` is a proposal: re-drawn if taken.
     async fn raise(&self, raise: RaiseRecord) -> Result<RaiseOutcome>;
-    /// Records a party's acknowledgement (idempotent) and, when it is the last party,
-    /// moves the incident to `acknowledged`.
+    /// Records a party's acknowledgement (idempotent), stops its escalation and cancels
+    /// its pending pages; when it is the last party, the incident becomes `acknowledged`.
     async fn acknowledge(&self, ack: AckRecord) -> Result<AckOutcome>;
     async fn add_note(&self, note: NoteRecord) -> Result<ChangeOutcome>;
-    /// Resolves or cancels an active incident.
+    /// Resolves or cancels an active incident; stops every escalation and cancels pending
+    /// pages.
     async fn close(&self, close: CloseRecord) -> Result<ChangeOutcome>;
 
     async fn incident(&self, id: Uuid) -> Result<Option<(Incident, Audience)>>;
+    /// Several incidents with their audiences, in a few queries.
+    async fn incidents(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, (Incident, Audience)>>;
+    /// The active (open or acknowledged) incident holding `reference`, for SMS replies.
+    async fn active_incident_by_ref(&self, reference: &str) -> Result<Option<Uuid>>;
     /// Every event of one incident, oldest first (the caller filters `only_for`).
     async fn timeline(&self, id: Uuid) -> Result<Vec<FeedEvent>>;
     async fn list_incidents(&self, query: &IncidentQuery, viewer: &Viewer) -> Result<IncidentPage>;
@@ -267,10 +79,19 @@ pub trait Store: Send + Sync + 'static {
     /// The highest committed seq (0 when the log is empty).
     async fn head_seq(&self) -> Result<i64>;
     async fn verify_chain(&self) -> Result<ChainReport>;
+}
 
+/// Escalation timers: one per (incident, party, step, loop) due to fire.
+///
+/// Guarantees: a claim leases timers to one owner until the lease runs out; two engines
+/// never hold the same timer at once, and a timer whose lease ran out (its engine died)
+/// can be claimed again. Firing re-checks, in the transaction that enters the step, that
+/// the timer is still pending and leased to the caller, the incident active and the
+/// party unacknowledged: each step is entered at most once, cluster-wide.
+#[async_trait]
+pub trait Timers: Send + Sync {
     /// Claims up to `limit` pending timers due at `now`, leasing them to `owner` until
-    /// `now + lease`. Atomic: two engines never hold the same timer; a lease that ran out
-    /// (its engine died) can be claimed again.
+    /// `now + lease`.
     async fn claim_due_timers(
         &self,
         now: DateTime<Utc>,
@@ -287,74 +108,59 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         lease: std::time::Duration,
     ) -> Result<Option<TimerKey>>;
-    /// Enters the planned step for a claimed timer, in one transaction: re-checks that the
-    /// timer is still pending and leased to `owner`, the incident active and the party
-    /// unacknowledged; then appends the events, writes the outbox rows and the next
-    /// timer, and marks this one fired. Otherwise marks it cancelled and returns `Stale`.
-    async fn fire_step(
-        &self,
-        timer: &TimerKey,
-        owner: &str,
-        plan: &StepPlan,
-        now: DateTime<Utc>,
-    ) -> Result<FireOutcome>;
-    /// Every outbox row (page) of one incident, oldest first.
-    async fn pages(&self, incident: Uuid) -> Result<Vec<PageRecord>>;
-    /// Enters many claimed steps at once; each outcome is what [`Store::fire_step`] would
-    /// give for it. Backends may do it in one transaction (the default goes one by one).
+    /// Enters claimed steps in one transaction: for each, its events, outbox rows and
+    /// next timer, and marks it fired; a timer no longer held, or whose party no longer
+    /// waits, is retired and its outcome is `Stale`.
     async fn fire_steps(
         &self,
         steps: &[(TimerKey, StepPlan)],
         owner: &str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<FireOutcome>> {
-        let mut outcomes = Vec::with_capacity(steps.len());
-        for (timer, plan) in steps {
-            outcomes.push(self.fire_step(timer, owner, plan, now).await?);
-        }
-        Ok(outcomes)
-    }
-    /// Several incidents with their audiences (the default loads them one by one).
-    async fn incidents(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, (Incident, Audience)>> {
-        let mut out = std::collections::HashMap::new();
-        for id in ids {
-            if let Some(found) = self.incident(*id).await? {
-                out.insert(*id, found);
-            }
-        }
-        Ok(out)
+    ) -> Result<Vec<FireOutcome>>;
+    /// [`Timers::fire_steps`] for one step.
+    async fn fire_step(&self, timer: &TimerKey, owner: &str, plan: &StepPlan, now: DateTime<Utc>) -> Result<FireOutcome> {
+        let outcomes = self.fire_steps(&[(timer.clone(), plan.clone())], owner, now).await?;
+        Ok(outcomes.into_iter().next().unwrap_or(FireOutcome::Stale))
     }
     /// The earliest due time of a pending timer.
     async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>>;
     async fn pending_timers(&self) -> Result<u64>;
+}
 
-    // Outbox dispatch and inbound acknowledgement (issue 4). Each has a default that
-    // fails with "not supported by this backend", so a backend still being written keeps
-    // building; a complete backend overrides every one of them.
-
+/// The transactional outbox: one page per (incident, recipient, channel, party, step,
+/// loop), written in the transaction of the event that causes it.
+///
+/// Guarantees: a claim leases pages to one worker; a lease that runs out (the worker died
+/// mid-send) is claimed again, so a page is sent at least once and may be sent twice,
+/// never zero times. Identical pending sms/email pages are merged into the one claimed.
+/// An acknowledgement or a close cancels pending pages. A result from a worker that lost
+/// its lease is dropped.
+#[async_trait]
+pub trait Outbox: Send + Sync {
     /// Claims up to `limit` pending pages due at `now` (sms, email, webhook), leasing them
-    /// to `owner` until `now + lease`; a lease that ran out (its worker died mid-send) is
-    /// claimed again, so a page is sent at least once and may be sent twice, never zero
-    /// times. In the same transaction, other pending sms/email pages identical to a
-    /// claimed one (same incident, focal point and channel) become `merged` with
-    /// `merged_into` pointing at it, and are not returned.
+    /// to `owner` until `now + lease`. In the same transaction, other pending sms/email
+    /// pages identical to a claimed one (same incident, focal point and channel) become
+    /// `merged` with `merged_into` pointing at it, and are not returned.
     async fn claim_pages(
         &self,
         now: DateTime<Utc>,
         owner: &str,
         lease: std::time::Duration,
         limit: u32,
-    ) -> Result<Vec<OutboxPage>> {
-        let _ = (now, owner, lease, limit);
-        Err(unsupported("claim_pages"))
-    }
-    /// Records the result of a claimed page in one transaction with its event (see
-    /// [`PageResult`]); returns the seq appended, if any. `Sent` is recorded while the
-    /// page is pending (whoever holds it) or was cancelled while in flight under
-    /// `owner`'s lease; other results only while `owner` still holds the lease, so a
-    /// result from a worker that lost its lease is dropped and the page is tried again.
-    /// A permanent failure that leaves every page of the party's current step failed
-    /// makes the party's pending escalation timer due now.
+    ) -> Result<Vec<OutboxPage>>;
+    /// Records the results of claimed pages in one transaction with their events (see
+    /// [`PageResult`]); returns, per page, the seq appended if any. `Sent` is recorded
+    /// while the page is pending (whoever holds it) or was cancelled while in flight under
+    /// `owner`'s lease; other results only while `owner` still holds the lease. A
+    /// permanent failure that leaves every page of the party's current step failed makes
+    /// the party's pending escalation timer due now.
+    async fn record_pages(
+        &self,
+        results: &[(OutboxPage, PageResult)],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>>;
+    /// [`Outbox::record_pages`] for one page.
     async fn record_page(
         &self,
         page: &OutboxPage,
@@ -362,68 +168,44 @@ pub trait Store: Send + Sync + 'static {
         result: &PageResult,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>> {
-        let _ = (page, owner, result, now);
-        Err(unsupported("record_page"))
+        let seqs = self.record_pages(&[(page.clone(), result.clone())], owner, now).await?;
+        Ok(seqs.into_iter().next().flatten())
     }
     /// A provider's delivery callback for the page sent as `provider_id`. Never moves a
     /// page backwards (queued < sent < delivered; failed and undelivered are final);
     /// appends `notification.delivered` (or `.failed`) at most once. Returns the seq
     /// appended, if any; unknown ids and statuses change nothing.
-    async fn page_status(&self, provider_id: &str, status: &str, now: DateTime<Utc>) -> Result<Option<i64>> {
-        let _ = (provider_id, status, now);
-        Err(unsupported("page_status"))
-    }
+    async fn page_status(&self, provider_id: &str, status: &str, now: DateTime<Utc>) -> Result<Option<i64>>;
     /// The earliest due time of a pending page, and how many pages are pending.
-    async fn outbox_backlog(&self) -> Result<(Option<DateTime<Utc>>, u64)> {
-        Err(unsupported("outbox_backlog"))
-    }
+    async fn outbox_backlog(&self) -> Result<(Option<DateTime<Utc>>, u64)>;
     /// Every outbox row of one incident with its dispatch details, oldest first.
-    async fn outbox_pages(&self, incident: Uuid) -> Result<Vec<OutboxPage>> {
-        let _ = incident;
-        Err(unsupported("outbox_pages"))
-    }
+    async fn outbox_pages(&self, incident: Uuid) -> Result<Vec<OutboxPage>>;
+    /// Every outbox row of one incident, briefly, oldest first.
+    async fn pages(&self, incident: Uuid) -> Result<Vec<PageRecord>>;
+}
 
-    /// The active (open or acknowledged) incident holding `reference`, for SMS replies.
-    async fn active_incident_by_ref(&self, reference: &str) -> Result<Option<Uuid>> {
-        let _ = reference;
-        Err(unsupported("active_incident_by_ref"))
-    }
-    /// Stores an email ack link (the SHA-256 of its token only). Durable on return.
-    async fn insert_ack_token(
-        &self,
-        token_hash: &[u8],
-        token: &AckToken,
-        outbox_id: i64,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let _ = (token_hash, token, outbox_id, now);
-        Err(unsupported("insert_ack_token"))
-    }
+/// Email ack links, stored as the SHA-256 of their token.
+///
+/// Guarantee: a link is consumed once, by one caller, and never after its incident closed.
+#[async_trait]
+pub trait AckLinks: Send + Sync {
+    /// Stores an ack link. Durable on return.
+    async fn insert_ack_token(&self, token_hash: &[u8], token: &AckToken, outbox_id: i64, now: DateTime<Utc>)
+    -> Result<()>;
     /// The ack link with this hash, used or not.
-    async fn ack_token(&self, token_hash: &[u8]) -> Result<Option<AckToken>> {
-        let _ = token_hash;
-        Err(unsupported("ack_token"))
-    }
+    async fn ack_token(&self, token_hash: &[u8]) -> Result<Option<AckToken>>;
     /// Marks an ack link used. True only for the one caller that found it unused while
-    /// its incident was active: a link works once, and never after the incident closed.
-    async fn consume_ack_token(&self, token_hash: &[u8], now: DateTime<Utc>) -> Result<bool> {
-        let _ = (token_hash, now);
-        Err(unsupported("consume_ack_token"))
-    }
-    /// Records an inbound message id; true the first time only (a replay is ignored,
-    /// whatever its body). Durable on return.
-    async fn first_inbound_message(&self, sid: &str, now: DateTime<Utc>) -> Result<bool> {
-        let _ = (sid, now);
-        Err(unsupported("first_inbound_message"))
-    }
-    /// The hub's own secret called `name`: stored on first use as `proposed`, the stored
-    /// value ever after (every node of a cluster gets the same).
-    async fn instance_secret(&self, name: &str, proposed: &str) -> Result<String> {
-        let _ = (name, proposed);
-        Err(unsupported("instance_secret"))
-    }
+    /// its incident was active.
+    async fn consume_ack_token(&self, token_hash: &[u8], now: DateTime<Utc>) -> Result<bool>;
+}
 
-    /// Credentials. Hashes only: the store never sees a token or password.
+/// Tokens, passwords and sessions.
+///
+/// Guarantees: the store sees hashes only, never a token or password; a revoked token or
+/// an expired or deleted session stops authenticating at once; a new password ends the
+/// focal point's sessions.
+#[async_trait]
+pub trait Credentials: Send + Sync {
     async fn insert_token(&self, token_hash: &[u8], focal_point: &str, label: &str) -> Result<()>;
     async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<String>>;
     async fn revoke_tokens(&self, focal_point: &str) -> Result<u64>;
@@ -436,16 +218,39 @@ pub trait Store: Send + Sync + 'static {
     async fn credential_count(&self) -> Result<u64>;
 }
 
-fn unsupported(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("{what} is not supported by this store backend yet")
+/// The hub's own generated secrets (e.g. the webhook signing key).
+///
+/// Guarantee: the first value stored under a name wins; every caller, on every node of a
+/// cluster, gets that value ever after.
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    async fn instance_secret(&self, name: &str, proposed: &str) -> Result<String>;
 }
 
-/// Opens the backend named by `url`.
+/// Inbound message ids (Twilio `MessageSid`).
+///
+/// Guarantee: true for the first caller that records an id, false for every replay,
+/// whatever its body, across nodes. Durable on return.
+#[async_trait]
+pub trait InboundMessages: Send + Sync {
+    async fn first_inbound_message(&self, sid: &str, now: DateTime<Utc>) -> Result<bool>;
+}
+
+/// Every concern of the store, on one backend.
+#[async_trait]
+pub trait Store: EventLog + Timers + Outbox + AckLinks + Credentials + Secrets + InboundMessages + 'static {
+    /// Cheap round trip, for readiness.
+    async fn ping(&self) -> Result<()>;
+    /// Sets the hook told the new head after every commit that appended events.
+    fn on_commit(&self, hook: CommitHook);
+}
+
+/// Opens the backend named by `url` and applies pending migrations.
 pub async fn open(url: &str, synchronous_full: bool) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url, synchronous_full).await?))
+        Ok(Arc::new(sqlite::open(url, synchronous_full).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+        Ok(Arc::new(postgres::open(url).await?))
     } else {
         anyhow::bail!("unsupported store url {url:?}: use sqlite://… or postgres://…")
     }

@@ -1,0 +1,209 @@
+//! The PostgreSQL backend, for several hub replicas on one database.
+//!
+//! Every replica writes, so what SQLite gets from having one writer is made explicit:
+//!
+//! - every transaction that may append events first takes one transaction-scoped
+//!   advisory lock ([`LOG_LOCK`]), before any other statement. Appends are serialised
+//!   cluster-wide: the head read under the lock is the committed head, `seq` is head + 1,
+//!   contiguous, and commit order equals seq order — PostgreSQL makes a commit visible
+//!   before it releases the transaction's locks, and READ COMMITTED takes a snapshot per
+//!   statement, after the lock. A reader that has seen seq N has therefore seen every seq
+//!   below N (with `nextval` instead, seq 8 could commit before seq 7 and a feed that
+//!   moved past 8 would never deliver 7: DESIGN §5, the trap). The same lock makes "look
+//!   for a dedup key or Idempotency-Key, then insert" atomic across replicas. The lock is
+//!   taken first in every appending transaction, so no lock-order deadlock involves it;
+//!   timer and page claims do not append and do not take it.
+//! - claims use `FOR UPDATE SKIP LOCKED` plus a lease ([`super::sql::Dialect::skip_locked`]);
+//! - migrations run under their own advisory lock (`sql/schema.rs`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column, PgConnection, Postgres, Row as _, Transaction, TypeInfo, ValueRef};
+
+use super::Result;
+use super::sql::store::SqlStore;
+use super::CommitHook;
+use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
+
+/// Advisory lock key serialising appends ("fpevents" in ASCII).
+pub const LOG_LOCK: i64 = 0x6670_6576_656e_7473;
+
+/// Connections per replica: enough for concurrent requests, the feed, the engine and the
+/// dispatcher, while a few replicas stay well under PostgreSQL's default 100.
+const POOL_SIZE: u32 = 10;
+
+pub type PostgresStore = SqlStore<PostgresBackend>;
+
+/// Connects to `url` (`postgres://user@host/db`) and applies pending migrations.
+pub async fn open(url: &str) -> Result<PostgresStore> {
+    let options: PgConnectOptions = url.parse().with_context(|| "store url is not a PostgreSQL URL")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    let backend = PostgresBackend { pool, hook: HookCell::default() };
+    backend.write(Write::Plain, super::sql::job(|c| Box::pin(schema::migrate(c)))).await?;
+    Ok(SqlStore::new(backend))
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if rest.contains(':') && at > scheme.len() + 3 => {
+            let user = rest.split([':', '@']).next().unwrap_or_default();
+            format!("{scheme}://{user}:***{}", &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub struct PostgresBackend {
+    pool: PgPool,
+    hook: HookCell,
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn write<R: Send + 'static>(&self, kind: Write, job: Job<R>) -> Result<R> {
+        let mut tx = PgTx { tx: self.pool.begin().await?, head: None };
+        if kind == Write::Appends {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOG_LOCK).execute(&mut *tx.tx).await?;
+        }
+        match job(&mut tx).await {
+            Ok(value) => {
+                let head = tx.head;
+                tx.tx.commit().await?;
+                if let Some(head) = head {
+                    self.hook.announce(head);
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = tx.tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn read<R: Send + 'static>(&self, job: Job<R>) -> Result<R> {
+        let mut conn = PgRead { conn: self.pool.acquire().await? };
+        job(&mut conn).await
+    }
+
+    fn set_commit_hook(&self, hook: CommitHook) {
+        self.hook.set(hook);
+    }
+}
+
+struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    head: Option<i64>,
+}
+
+struct PgRead {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+}
+
+fn bind<'q>(
+    mut q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    params: &[Value],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    for p in params {
+        q = match p {
+            Value::Int(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.clone()),
+            Value::Blob(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+fn row_of(row: &PgRow, names: &std::sync::Arc<[String]>) -> Result<Row> {
+    let mut values = Vec::with_capacity(names.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let null = row.try_get_raw(i)?.is_null();
+        let value = match column.type_info().name() {
+            "INT8" => Value::Int(row.try_get::<Option<i64>, _>(i)?),
+            "INT4" => Value::Int(row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
+            "INT2" => Value::Int(row.try_get::<Option<i16>, _>(i)?.map(i64::from)),
+            "BOOL" => Value::Int(row.try_get::<Option<bool>, _>(i)?.map(i64::from)),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(row.try_get::<Option<String>, _>(i)?),
+            "BYTEA" => Value::Blob(row.try_get::<Option<Vec<u8>>, _>(i)?),
+            _ if null => Value::Int(None),
+            other => anyhow::bail!("unexpected column type {other} for {:?}", column.name()),
+        };
+        values.push(value);
+    }
+    Ok(Row { names: names.clone(), values })
+}
+
+async fn execute(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<u64> {
+    let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
+    Ok(q.execute(conn).await?.rows_affected())
+}
+
+async fn query(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+    let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
+    let rows = q.fetch_all(conn).await?;
+    let Some(first) = rows.first() else { return Ok(Vec::new()) };
+    let names: std::sync::Arc<[String]> = first.columns().iter().map(|c| c.name().to_string()).collect();
+    rows.iter().map(|r| row_of(r, &names)).collect()
+}
+
+async fn script(conn: &mut PgConnection, sql: &str) -> Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(conn).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Conn for PgTx {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        execute(&mut self.tx, sql, params).await
+    }
+    async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        script(&mut self.tx, sql).await
+    }
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        query(&mut self.tx, sql, params).await
+    }
+    fn appended(&mut self, seq: i64) {
+        self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
+    }
+}
+
+#[async_trait]
+impl Conn for PgRead {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        execute(&mut self.conn, sql, params).await
+    }
+    async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        script(&mut self.conn, sql).await
+    }
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        query(&mut self.conn, sql, params).await
+    }
+    fn appended(&mut self, _seq: i64) {
+        // Reads append nothing.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(super::redact("postgres://fp:secret@db:5432/fp"), "postgres://fp:***@db:5432/fp");
+        assert_eq!(super::redact("postgres://postgres@127.0.0.1/x"), "postgres://postgres@127.0.0.1/x");
+    }
+}

@@ -1,0 +1,109 @@
+//! Tokens, passwords and sessions (hashes only), inbound message ids and the hub's own
+//! secrets.
+
+use chrono::{DateTime, Utc};
+
+use super::Conn;
+use crate::store::Result;
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub async fn insert_token(c: &mut dyn Conn, hash: &[u8], focal_point: &str, label: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO api_tokens (hash, focal_point, label, created_at) VALUES ($1, $2, $3, $4)",
+        &[hash.into(), focal_point.into(), label.into(), now_ms().into()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn token_owner(c: &mut dyn Conn, hash: &[u8]) -> Result<Option<String>> {
+    let row = c
+        .query_opt("SELECT focal_point FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL", &[hash.into()])
+        .await?;
+    row.map(|r| r.text("focal_point")).transpose()
+}
+
+pub async fn revoke_tokens(c: &mut dyn Conn, focal_point: &str) -> Result<u64> {
+    c.execute(
+        "UPDATE api_tokens SET revoked_at = $1 WHERE focal_point = $2 AND revoked_at IS NULL",
+        &[now_ms().into(), focal_point.into()],
+    )
+    .await
+}
+
+pub async fn set_password(c: &mut dyn Conn, focal_point: &str, phc: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO passwords (focal_point, phc, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (focal_point) DO UPDATE SET phc = excluded.phc, updated_at = excluded.updated_at",
+        &[focal_point.into(), phc.into(), now_ms().into()],
+    )
+    .await?;
+    // A new password ends every session signed in with the old one.
+    c.execute("DELETE FROM sessions WHERE focal_point = $1", &[focal_point.into()]).await?;
+    Ok(())
+}
+
+pub async fn password_hash(c: &mut dyn Conn, focal_point: &str) -> Result<Option<String>> {
+    let row = c.query_opt("SELECT phc FROM passwords WHERE focal_point = $1", &[focal_point.into()]).await?;
+    row.map(|r| r.text("phc")).transpose()
+}
+
+pub async fn insert_session(c: &mut dyn Conn, hash: &[u8], focal_point: &str, expires_at: DateTime<Utc>) -> Result<()> {
+    let now = now_ms();
+    c.execute("DELETE FROM sessions WHERE expires_at < $1", &[now.into()]).await?;
+    c.execute(
+        "INSERT INTO sessions (hash, focal_point, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        &[hash.into(), focal_point.into(), now.into(), expires_at.timestamp_millis().into()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn session_owner(c: &mut dyn Conn, hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>> {
+    let row = c
+        .query_opt(
+            "SELECT focal_point FROM sessions WHERE hash = $1 AND expires_at > $2",
+            &[hash.into(), now.timestamp_millis().into()],
+        )
+        .await?;
+    row.map(|r| r.text("focal_point")).transpose()
+}
+
+pub async fn delete_session(c: &mut dyn Conn, hash: &[u8]) -> Result<()> {
+    c.execute("DELETE FROM sessions WHERE hash = $1", &[hash.into()]).await?;
+    Ok(())
+}
+
+pub async fn count(c: &mut dyn Conn) -> Result<u64> {
+    let row = c
+        .query_one(
+            "SELECT (SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL) + (SELECT COUNT(*) FROM passwords) AS n",
+            &[],
+        )
+        .await?;
+    Ok(row.i64("n")? as u64)
+}
+
+/// True the first time `sid` is recorded.
+pub async fn first_inbound(c: &mut dyn Conn, sid: &str, now: DateTime<Utc>) -> Result<bool> {
+    let n = c
+        .execute(
+            "INSERT INTO inbound_messages (sid, received_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[sid.into(), now.timestamp_millis().into()],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// The stored secret `name`, storing `proposed` if there is none yet.
+pub async fn instance_secret(c: &mut dyn Conn, name: &str, proposed: &str) -> Result<String> {
+    c.execute(
+        "INSERT INTO instance_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[name.into(), proposed.into(), now_ms().into()],
+    )
+    .await?;
+    c.query_one("SELECT value FROM instance_secrets WHERE name = $1", &[name.into()]).await?.text("value")
+}

@@ -1,0 +1,352 @@
+//! The embedded SQLite backend: one file, WAL, zero set-up.
+//!
+//! # One writer that owns its connection
+//!
+//! SQLite allows one writer at a time, so writes go to one thread that owns the write
+//! connection and its prepared statements: a unit of work runs there to completion with
+//! no thread hop per statement (the core's futures never wait on anything but the
+//! connection, so the thread simply polls them). Units that arrive while a transaction is
+//! being written wait in the queue and are then written together in one transaction,
+//! each inside its own savepoint, so one failing unit rolls back alone while the batch
+//! shares one commit (group commit): under load, the cost of a commit is spread over
+//! every raise, acknowledgement, fired step and page result in it. Answers are sent only
+//! after the commit, so "2xx after commit" holds for each of them.
+//!
+//! Every write transaction starts with `BEGIN IMMEDIATE`: a second process on the same
+//! file (the CLI, a test's second engine) waits for the write lock (busy timeout) instead
+//! of failing half-way with SQLITE_BUSY on lock upgrade.
+//!
+//! Reads run on a few reader threads, each with its own connection; WAL lets them run
+//! beside the writer and see every committed transaction.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::store::SqlStore;
+use super::CommitHook;
+use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
+use super::Result;
+
+/// Units of work written in one transaction at most: bounds the wait of the first one.
+const MAX_BATCH: usize = 512;
+/// Reader threads (and connections).
+const READERS: usize = 3;
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type SqliteStore = SqlStore<SqliteBackend>;
+
+/// Opens (creating if needed) the database at `url` (`sqlite://path/to/file.db`) and
+/// applies pending migrations.
+pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path).to_string();
+    if path.is_empty() {
+        anyhow::bail!("store url {url:?} names no file");
+    }
+    if let Some(dir) = std::path::Path::new(&path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let writer = connect(&path, synchronous_full).with_context(|| format!("opening SQLite database {path}"))?;
+    let hook = Arc::new(HookCell::default());
+    let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
+    let writer_hook = hook.clone();
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || write_loop(writer, queue, writer_hook))
+        .context("starting the SQLite writer")?;
+    let backend = SqliteBackend { jobs, readers: None, hook };
+    backend.write(Write::Plain, super::sql::job(|c| Box::pin(schema::migrate(c)))).await?;
+
+    let (reads, read_queue) = std::sync::mpsc::channel::<ReadItem>();
+    let read_queue = Arc::new(Mutex::new(read_queue));
+    for i in 0..READERS {
+        let conn = connect(&path, synchronous_full).with_context(|| format!("opening SQLite database {path}"))?;
+        let queue = read_queue.clone();
+        std::thread::Builder::new()
+            .name(format!("sqlite-reader-{i}"))
+            .spawn(move || read_loop(conn, queue))
+            .context("starting an SQLite reader")?;
+    }
+    Ok(SqlStore::new(SqliteBackend { readers: Some(reads), ..backend }))
+}
+
+fn connect(path: &str, synchronous_full: bool) -> Result<SqliteConn> {
+    let raw = rusqlite::Connection::open(path)?;
+    raw.busy_timeout(BUSY_TIMEOUT)?;
+    // NORMAL in WAL mode survives a killed process (the OS has the pages); FULL also
+    // survives power loss, at a cost per commit.
+    raw.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+        if synchronous_full { "FULL" } else { "NORMAL" }
+    ))?;
+    raw.set_prepared_statement_cache_capacity(256);
+    Ok(SqliteConn { raw, head: None })
+}
+
+pub struct SqliteBackend {
+    jobs: mpsc::Sender<Box<dyn Pending>>,
+    /// None only while migrating, before the readers start.
+    readers: Option<std::sync::mpsc::Sender<ReadItem>>,
+    hook: Arc<HookCell>,
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn write<R: Send + 'static>(&self, _kind: Write, job: Job<R>) -> Result<R> {
+        let (reply, answer) = oneshot::channel();
+        let item: Box<dyn Pending> = Box::new(Item { job: Some(job), outcome: None, reply });
+        self.jobs.send(item).await.map_err(|_| anyhow::anyhow!("the SQLite writer has stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("the SQLite writer dropped a unit of work"))?
+    }
+
+    async fn read<R: Send + 'static>(&self, job: Job<R>) -> Result<R> {
+        let Some(readers) = &self.readers else {
+            return self.write(Write::Plain, job).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        let item: ReadItem = Box::new(move |conn: &mut SqliteConn| {
+            let _ = reply.send(block_on(job(conn)));
+        });
+        readers.send(item).map_err(|_| anyhow::anyhow!("the SQLite readers have stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("an SQLite reader dropped a query"))?
+    }
+
+    fn set_commit_hook(&self, hook: CommitHook) {
+        self.hook.set(hook);
+    }
+}
+
+/// A connection owned by the writer or a reader thread.
+pub struct SqliteConn {
+    raw: rusqlite::Connection,
+    head: Option<i64>,
+}
+
+/// `$1` → `?1`: the core writes PostgreSQL placeholders; SQLite's numbered ones are `?N`.
+fn placeholders(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
+    }
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    for (i, ch) in sql.char_indices() {
+        if ch == '$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(ch);
+        }
+    }
+    Cow::Owned(out)
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Int(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Value::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Blob(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+            Value::Int(None) | Value::Text(None) | Value::Blob(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
+}
+
+fn value_of(v: ValueRef<'_>) -> Result<Value> {
+    Ok(match v {
+        ValueRef::Null => Value::Int(None),
+        ValueRef::Integer(i) => Value::Int(Some(i)),
+        ValueRef::Text(t) => Value::Text(Some(std::str::from_utf8(t)?.to_string())),
+        ValueRef::Blob(b) => Value::Blob(Some(b.to_vec())),
+        ValueRef::Real(r) => anyhow::bail!("unexpected REAL {r} in the store"),
+    })
+}
+
+#[async_trait]
+impl Conn for SqliteConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let mut stmt = self.raw.prepare_cached(&placeholders(sql))?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+    }
+
+    async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        Ok(self.raw.execute_batch(sql)?)
+    }
+
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let mut stmt = self.raw.prepare_cached(&placeholders(sql))?;
+        let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_string).collect();
+        let width = names.len();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let values = (0..width).map(|i| value_of(row.get_ref(i)?)).collect::<Result<Vec<_>>>()?;
+            out.push(Row { names: names.clone(), values });
+        }
+        Ok(out)
+    }
+
+    fn appended(&mut self, seq: i64) {
+        self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
+    }
+}
+
+/// Runs a future on this thread to completion. The core's futures complete without
+/// waiting (every statement runs synchronously here), so this rarely parks.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// A queued write: runs inside the batch's transaction, answers after its commit.
+trait Pending: Send {
+    /// Runs the unit of work; true when it succeeded (its savepoint is kept).
+    fn run(&mut self, conn: &mut SqliteConn) -> bool;
+    /// Sends the answer, now that the batch committed (or failed to).
+    fn finish(self: Box<Self>, commit: &std::result::Result<(), String>);
+}
+
+struct Item<R> {
+    job: Option<Job<R>>,
+    outcome: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<R: Send + 'static> Pending for Item<R> {
+    fn run(&mut self, conn: &mut SqliteConn) -> bool {
+        let Some(job) = self.job.take() else { return false };
+        let outcome = block_on(job(conn));
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: &std::result::Result<(), String>) {
+        let answer = match (commit, self.outcome) {
+            (_, Some(Err(own))) => Err(own),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Err(e), Some(Ok(_))) => Err(anyhow::anyhow!("the transaction did not commit: {e}")),
+            (Ok(()), None) | (Err(_), None) => Err(anyhow::anyhow!("the unit of work did not run")),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn write_loop(mut conn: SqliteConn, mut queue: mpsc::Receiver<Box<dyn Pending>>, hook: Arc<HookCell>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let commit = write_batch(&mut conn, &mut batch);
+        if let Ok(Some(head)) = &commit {
+            hook.announce(*head);
+        }
+        let commit = commit.map(|_| ()).map_err(|e| format!("{e:#}"));
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, units = batch.len(), "SQLite write transaction failed");
+        }
+        for item in batch {
+            item.finish(&commit);
+        }
+    }
+}
+
+/// Writes a batch in one transaction; returns the head appended, if any.
+fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<Option<i64>> {
+    conn.raw.execute_batch("BEGIN IMMEDIATE")?;
+    // A unit alone needs no savepoint: if it fails, the whole transaction rolls back.
+    let alone = batch.len() == 1;
+    let mut head = None;
+    let mut kept = 0;
+    let mut run = || -> Result<()> {
+        for item in batch.iter_mut() {
+            conn.head = None;
+            if !alone {
+                conn.raw.execute_batch("SAVEPOINT unit")?;
+            }
+            let ok = item.run(conn);
+            if !alone {
+                conn.raw.execute_batch(if ok { "RELEASE unit" } else { "ROLLBACK TO unit; RELEASE unit" })?;
+            }
+            if ok {
+                kept += 1;
+                head = head.max(conn.head);
+            }
+        }
+        Ok(())
+    };
+    match run() {
+        Err(e) => {
+            let _ = conn.raw.execute_batch("ROLLBACK");
+            Err(e)
+        }
+        Ok(()) if kept == 0 => {
+            conn.raw.execute_batch("ROLLBACK")?;
+            Ok(None)
+        }
+        Ok(()) => {
+            if let Err(e) = conn.raw.execute_batch("COMMIT") {
+                let _ = conn.raw.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+            Ok(head)
+        }
+    }
+}
+
+type ReadItem = Box<dyn FnOnce(&mut SqliteConn) + Send>;
+
+fn read_loop(mut conn: SqliteConn, queue: Arc<Mutex<std::sync::mpsc::Receiver<ReadItem>>>) {
+    loop {
+        let next = {
+            let queue = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.recv()
+        };
+        match next {
+            Ok(item) => item(&mut conn),
+            Err(_) => return, // the store was dropped
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn rewrites_numbered_placeholders_only() {
+        assert_eq!(placeholders("SELECT $1, $12 FROM t WHERE a = 'x$'"), "SELECT ?1, ?12 FROM t WHERE a = 'x$'");
+        assert_eq!(placeholders("SELECT 1"), "SELECT 1");
+    }
+}
