@@ -12,6 +12,7 @@ use focalpoint::commands::Hub;
 use focalpoint::config::Settings;
 use focalpoint::directory::Directory;
 use focalpoint::startup::Application;
+use focalpoint::store::Store;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -74,6 +75,11 @@ impl Database {
             Keep::Sqlite(tmp) => Some(tmp.path().join("hub.db")),
             Keep::Postgres { .. } => None,
         }
+    }
+
+    /// Another store handle on this database, as another hub process would open it.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        focalpoint::store::open(&self.url, false).await.expect("store opens")
     }
 }
 
