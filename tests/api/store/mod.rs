@@ -9,16 +9,25 @@
 //!   events, the hash chain, concurrent appends without a gap);
 //! - [`timers`]: escalation timers (claim with a lease, lease expiry, concurrent claimers,
 //!   fire once);
-//! - [`credentials`]: tokens, passwords and sessions.
+//! - [`outbox`]: pages (claim with a lease, lease expiry, merge, cancel, results, delivery
+//!   callbacks, concurrent claimers);
+//! - [`credentials`]: tokens, passwords and sessions;
+//! - [`secrets`]: the hub's instance secrets;
+//! - [`inbound`]: inbound message ids;
+//! - [`ack_tokens`]: email ack links.
 
+mod ack_tokens;
 mod credentials;
 mod events;
+mod inbound;
+mod outbox;
+mod secrets;
 mod timers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use focalpoint::commands::Hub;
 use focalpoint::directory::Directory;
 use focalpoint::domain::incident::{Incident, Originator, State};
@@ -106,6 +115,32 @@ impl Fixture {
         let (incident, audience) = self.store.incident(timer.incident).await.expect("read").expect("incident exists");
         plan_step(&self.dir, &incident, &audience, &timer.party, timer.step, timer.loop_, timer.due_at)
             .expect("a policy for the party")
+    }
+
+    /// Escalates `party` by hand (as `Hub::escalate` does): claims its pending timer and
+    /// enters the step. Returns the timer entered.
+    pub async fn escalate(&self, incident: Uuid, party: &str, now: DateTime<Utc>) -> TimerKey {
+        let timer = self
+            .store
+            .claim_party_timer(incident, party, now, "hand", LEASE)
+            .await
+            .expect("claim")
+            .unwrap_or_else(|| panic!("{party} has a pending timer"));
+        let plan = self.plan(&timer).await;
+        match self.store.fire_step(&timer, "hand", &plan, now).await.expect("fire") {
+            FireOutcome::Fired { .. } => timer,
+            FireOutcome::Stale => panic!("the step of a claimed timer fires: {timer:?}"),
+        }
+    }
+
+    /// The outbox rows of one incident.
+    pub async fn outbox(&self, incident: Uuid) -> Vec<OutboxPage> {
+        self.store.outbox_pages(incident).await.expect("outbox pages")
+    }
+
+    /// One outbox row by id.
+    pub async fn page(&self, incident: Uuid, id: i64) -> OutboxPage {
+        self.outbox(incident).await.into_iter().find(|p| p.id == id).unwrap_or_else(|| panic!("page {id} exists"))
     }
 
     /// The kinds of the events of one incident, oldest first.
