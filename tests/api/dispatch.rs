@@ -1,13 +1,12 @@
 //! The outbox dispatcher end to end: a hub with the Twilio gateway pointed at a scripted
 //! fake (`twilio_fake.rs`), the SMTP gateway at the test SMTP server (`smtp_server.rs`)
-//! and a manual clock, so retries are fast-forwarded instead of waited for.
+//! and a manual clock, so retries are fast-forwarded instead of waited for. Each test runs
+//! on SQLite and on PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use focalpoint::clock::{Clock, ManualClock};
-use focalpoint::directory::Directory;
-use focalpoint::startup::Application;
 use focalpoint::store::OutboxPage;
 use serde_json::{Value, json};
 
@@ -100,30 +99,33 @@ pub struct Paging {
     pub smtp: SmtpServer,
 }
 
-pub async fn paging() -> Paging {
+/// A hub on [`network`] with a manual clock, its SMS gateway pointed at a fake Twilio
+/// and its email gateway at a test SMTP server, on a fresh database of `backend`.
+pub async fn paging(backend: Backend) -> Paging {
     let twilio = FakeTwilio::start().await;
     let smtp = SmtpServer::start().await.expect("smtp server");
-    let directory = Arc::new(
-        Directory::parse(&network(&format!("{}/bot/my-bot", twilio.url())))
-            .unwrap_or_else(|p| panic!("test network: {p:?}")),
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = test_settings(&dir.path().join("hub.db"));
-    settings.server.public_url = PUBLIC_URL.into();
-    settings.sms.gateway = "twilio".into();
-    settings.sms.base_url = twilio.url();
-    settings.sms.account_sid = ACCOUNT_SID.into();
-    settings.sms.auth_token = AUTH_TOKEN.into();
-    settings.sms.from = FROM.into();
-    settings.email.gateway = "smtp".into();
-    settings.email.host = "127.0.0.1".into();
-    settings.email.port = smtp.port();
-    settings.email.tls = "none".into();
-    settings.email.from = "Focalpoint <focalpoint@hub.example.org>".into();
     let clock = ManualClock::new(chrono::Utc::now());
-    let store = focalpoint::store::open(&settings.store.url, false).await.expect("store");
-    let app = Application::build_with(settings, directory, store, clock.clone()).await.expect("hub builds");
-    Paging { app: TestApp::serve(app, dir), clock, twilio, smtp }
+    let (twilio_url, smtp_port) = (twilio.url(), smtp.port());
+    let app = TestApp::builder()
+        .backend(backend)
+        .network(&network(&format!("{twilio_url}/bot/my-bot")))
+        .clock(clock.clone())
+        .settings(move |settings| {
+            settings.server.public_url = PUBLIC_URL.into();
+            settings.sms.gateway = "twilio".into();
+            settings.sms.base_url = twilio_url;
+            settings.sms.account_sid = ACCOUNT_SID.into();
+            settings.sms.auth_token = AUTH_TOKEN.into();
+            settings.sms.from = FROM.into();
+            settings.email.gateway = "smtp".into();
+            settings.email.host = "127.0.0.1".into();
+            settings.email.port = smtp_port;
+            settings.email.tls = "none".into();
+            settings.email.from = "Focalpoint <focalpoint@hub.example.org>".into();
+        })
+        .spawn()
+        .await;
+    Paging { app, clock, twilio, smtp }
 }
 
 pub fn body(tlp: &str) -> Value {
@@ -170,6 +172,16 @@ impl Paging {
     }
 }
 
+on_both_backends!(
+    a_raise_pages_sms_and_email_with_content_per_tlp,
+    server_errors_are_retried_with_backoff_and_the_page_goes_once_after_recovery,
+    retry_after_is_honoured,
+    a_permanent_failure_shows_in_the_timeline_and_a_fully_failed_step_escalates_at_once,
+    smtp_451_then_250_delivers_once,
+    identical_pending_pages_are_merged_and_an_ack_cancels_the_rest,
+    bots_get_signed_escalations,
+);
+
 /// The SMS bodies the fake accepted for `reference`.
 fn sms_for(p: &Paging, reference: &str) -> Vec<String> {
     p.twilio
@@ -180,9 +192,8 @@ fn sms_for(p: &Paging, reference: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_raise_pages_sms_and_email_with_content_per_tlp() {
-    let p = paging().await;
+async fn a_raise_pages_sms_and_email_with_content_per_tlp(backend: Backend) {
+    let p = paging(backend).await;
     let (amber, amber_ref) = p.raise("amber").await;
     p.wait_page(&amber, "my-l1", "sms", "sent", 0).await;
     p.wait_page(&amber, "my-l1", "email", "sent", 0).await;
@@ -218,9 +229,8 @@ async fn a_raise_pages_sms_and_email_with_content_per_tlp() {
     assert!(!inc["timeline"].to_string().contains(MY_L1_PHONE) && !inc["timeline"].to_string().contains("my-l1@"));
 }
 
-#[tokio::test]
-async fn server_errors_are_retried_with_backoff_and_the_page_goes_once_after_recovery() {
-    let p = paging().await;
+async fn server_errors_are_retried_with_backoff_and_the_page_goes_once_after_recovery(backend: Backend) {
+    let p = paging(backend).await;
     p.twilio.script([Answer::status(500), Answer::status(503), Answer::status(500)]);
     let (id, reference) = p.raise("amber").await;
     let mut last_due = p.clock.now();
@@ -240,9 +250,8 @@ async fn server_errors_are_retried_with_backoff_and_the_page_goes_once_after_rec
     assert_eq!(sms_for(&p, &reference).len(), 1, "sent exactly once after recovery");
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured() {
-    let p = paging().await;
+async fn retry_after_is_honoured(backend: Backend) {
+    let p = paging(backend).await;
     p.twilio.script([Answer::status(429).header("Retry-After", "120")]);
     let (id, reference) = p.raise("amber").await;
     p.wait_page(&id, "my-l1", "sms", "pending", 1).await;
@@ -253,9 +262,8 @@ async fn retry_after_is_honoured() {
     assert_eq!(sms_for(&p, &reference).len(), 1);
 }
 
-#[tokio::test]
-async fn a_permanent_failure_shows_in_the_timeline_and_a_fully_failed_step_escalates_at_once() {
-    let p = paging().await;
+async fn a_permanent_failure_shows_in_the_timeline_and_a_fully_failed_step_escalates_at_once(backend: Backend) {
+    let p = paging(backend).await;
     let echo = format!("{{\"code\":21211,\"message\":\"The 'To' number {MY_L1_PHONE} is not a valid phone number.\"}}");
     p.twilio.script([Answer::status(400).body(&echo)]);
     p.smtp.reply_once(Stage::Rcpt, "550 5.1.1 <my-l1@my.example.org>: mailbox unavailable");
@@ -278,9 +286,8 @@ async fn a_permanent_failure_shows_in_the_timeline_and_a_fully_failed_step_escal
     assert_eq!(p.twilio.sms().len(), 2, "the 400 is not retried");
 }
 
-#[tokio::test]
-async fn smtp_451_then_250_delivers_once() {
-    let p = paging().await;
+async fn smtp_451_then_250_delivers_once(backend: Backend) {
+    let p = paging(backend).await;
     p.smtp.reply_once(Stage::Message, "451 4.3.0 try later");
     let (id, _) = p.raise("amber").await;
     p.wait_page(&id, "my-l1", "email", "pending", 1).await;
@@ -300,9 +307,8 @@ fn row<'a>(rows: &'a [OutboxPage], fp: &str, channel: &str, step: u32, loop_: u3
     rows.iter().find(|r| r.focal_point == fp && r.channel == channel && r.step == step && r.loop_ == loop_)
 }
 
-#[tokio::test]
-async fn identical_pending_pages_are_merged_and_an_ack_cancels_the_rest() {
-    let p = paging().await;
+async fn identical_pending_pages_are_merged_and_an_ack_cancels_the_rest(backend: Backend) {
+    let p = paging(backend).await;
     // The provider asks to wait an hour for my-l1's first SMS; meanwhile the escalation
     // loops back to my-l1 (escalated by hand): one SMS goes, the older page is merged.
     p.twilio.script([Answer::status(429).header("Retry-After", "3600")]);
@@ -336,9 +342,8 @@ async fn identical_pending_pages_are_merged_and_an_ack_cancels_the_rest() {
     assert!(rows.iter().all(|r| r.state != "pending"), "nothing left to send: {rows:?}");
 }
 
-#[tokio::test]
-async fn bots_get_signed_escalations() {
-    let p = paging().await;
+async fn bots_get_signed_escalations(backend: Backend) {
+    let p = paging(backend).await;
     let (id, _) = p.raise("amber").await;
     p.wait_page(&id, "my-l1", "sms", "sent", 0).await;
     assert!(p.outbox(&id).await.iter().all(|r| r.channel != "webhook"), "no webhook for the raise itself");

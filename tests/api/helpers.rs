@@ -1,4 +1,5 @@
-//! `spawn_app()`: a hub on 127.0.0.1:0 with a fresh SQLite file, plus clients for it.
+//! `TestApp::builder()…spawn()`: a hub on 127.0.0.1:0 on a fresh database of either
+//! backend ([`Backend`]), plus clients for it; `on_both_backends!` runs a test on both.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -6,9 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use focalpoint::auth::secret;
+use focalpoint::clock::{Clock, ManualClock};
 use focalpoint::commands::Hub;
 use focalpoint::config::Settings;
+use focalpoint::directory::Directory;
 use focalpoint::startup::Application;
+use focalpoint::store::Store;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -23,34 +27,190 @@ pub fn network_file() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/network.toml")
 }
 
+/// The store a test runs on. Tests written with [`on_both_backends!`] run once per backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a temporary folder.
+    Sqlite,
+    /// A fresh PostgreSQL database (`FOCALPOINT_TEST_POSTGRES`, see `servers.rs`); a
+    /// missing server fails the test with a message saying so.
+    Postgres,
+}
+
+/// A fresh, empty database for one test: its store URL and what keeps it alive. A
+/// PostgreSQL database is dropped with the last handle to it.
+#[derive(Clone)]
+pub struct Database {
+    pub backend: Backend,
+    pub url: String,
+    _keep: Arc<Keep>,
+}
+
+enum Keep {
+    Sqlite(tempfile::TempDir),
+    /// Dropped (`DROP DATABASE`) with the last handle.
+    Postgres {
+        _db: crate::servers::TestDatabase,
+    },
+}
+
+impl Database {
+    pub async fn fresh(backend: Backend) -> Database {
+        let (url, keep) = match backend {
+            Backend::Sqlite => {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                (format!("sqlite://{}", tmp.path().join("hub.db").display()), Keep::Sqlite(tmp))
+            }
+            Backend::Postgres => {
+                let db = crate::servers::fresh_database().await;
+                (db.url.clone(), Keep::Postgres { _db: db })
+            }
+        };
+        Database { backend, url, _keep: Arc::new(keep) }
+    }
+
+    /// The SQLite file (`None` on PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        match &*self._keep {
+            Keep::Sqlite(tmp) => Some(tmp.path().join("hub.db")),
+            Keep::Postgres { .. } => None,
+        }
+    }
+
+    /// Another store handle on this database, as another hub process would open it.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        focalpoint::store::open(&self.url, false).await.expect("store opens")
+    }
+}
+
+/// Instantiates each `async fn name(backend: Backend)` as two tests, `name::sqlite` and
+/// `name::postgres`. `multi_thread;` first for a multi-threaded runtime (concurrency tests).
+macro_rules! on_both_backends {
+    (multi_thread; $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
     pub hub: Hub,
-    pub dir: tempfile::TempDir,
+    /// The database the hub runs on; pass it to [`TestAppBuilder::database`] to start
+    /// another hub on the same store.
+    pub database: Database,
     tokens: Mutex<HashMap<String, String>>,
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
-pub fn test_settings(db: &std::path::Path) -> Settings {
+/// Settings for a hub on `store_url`, listening on a free port, on `config/network.toml`.
+pub fn test_settings(store_url: &str) -> Settings {
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
-    settings.store.url = format!("sqlite://{}", db.display());
+    settings.store.url = store_url.to_string();
     settings.network.file = network_file();
     settings
 }
 
-pub async fn spawn_app() -> Arc<TestApp> {
-    spawn_app_with(|_| {}).await
+/// A change to the settings, applied before the hub is built.
+type Adjust = Box<dyn FnOnce(&mut Settings) + Send>;
+
+/// The one way tests start a hub: `TestApp::builder().backend(..).network(..).clock(..)
+/// .settings(..).spawn()`. Defaults: SQLite, `config/network.toml`, the system clock, the
+/// log gateways.
+pub struct TestAppBuilder {
+    backend: Backend,
+    database: Option<Database>,
+    network: Option<String>,
+    clock: Option<Arc<ManualClock>>,
+    adjust: Vec<Adjust>,
 }
 
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> Arc<TestApp> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = test_settings(&dir.path().join("hub.db"));
-    adjust(&mut settings);
-    let app = Application::build(settings).await.expect("hub builds");
-    TestApp::serve(app, dir)
+impl TestAppBuilder {
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Runs on an existing database (another hub's: [`TestApp::database`]) instead of a
+    /// fresh one; the backend is the database's.
+    pub fn database(mut self, database: &Database) -> Self {
+        self.backend = database.backend;
+        self.database = Some(database.clone());
+        self
+    }
+
+    /// The network directory as TOML (instead of `config/network.toml`).
+    pub fn network(mut self, toml: &str) -> Self {
+        self.network = Some(toml.to_string());
+        self
+    }
+
+    /// A manual clock the test advances (the engine and dispatcher follow it).
+    pub fn clock(mut self, clock: Arc<ManualClock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Adjusts the settings (gateways, limits) before the hub is built.
+    pub fn settings(mut self, adjust: impl FnOnce(&mut Settings) + Send + 'static) -> Self {
+        self.adjust.push(Box::new(adjust));
+        self
+    }
+
+    pub async fn spawn(self) -> Arc<TestApp> {
+        let database = match self.database {
+            Some(db) => db,
+            None => Database::fresh(self.backend).await,
+        };
+        let mut settings = test_settings(&database.url);
+        for adjust in self.adjust {
+            adjust(&mut settings);
+        }
+        let directory = match &self.network {
+            Some(toml) => Directory::parse(toml).unwrap_or_else(|p| panic!("test network: {p:?}")),
+            None => Directory::load(&settings.network.file).unwrap_or_else(|e| panic!("{}", e.report())),
+        };
+        let clock: Arc<dyn Clock> = match self.clock {
+            Some(c) => c,
+            None => Arc::new(focalpoint::clock::SystemClock),
+        };
+        let store = focalpoint::store::open(&database.url, settings.store.sqlite_synchronous == "full")
+            .await
+            .unwrap_or_else(|e| panic!("store opens on {:?}: {e:#}", database.backend));
+        let app = Application::build_with(settings, Arc::new(directory), store, clock).await;
+        let app = app.unwrap_or_else(|e| panic!("hub builds on {:?}: {e:#}", database.backend));
+        TestApp::serve(app, database)
+    }
+}
+
+pub async fn spawn_app() -> Arc<TestApp> {
+    TestApp::builder().spawn().await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings) + Send + 'static) -> Arc<TestApp> {
+    TestApp::builder().settings(adjust).spawn().await
 }
 
 /// Waits for a condition on the store (an escalation fired, a page was sent), failing
@@ -68,8 +228,12 @@ where
 }
 
 impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder { backend: Backend::Sqlite, database: None, network: None, clock: None, adjust: Vec::new() }
+    }
+
     /// Serves a built hub in the background.
-    pub fn serve(app: Application, dir: tempfile::TempDir) -> Arc<TestApp> {
+    pub fn serve(app: Application, database: Database) -> Arc<TestApp> {
         let addr = app.local_addr();
         let hub = app.hub();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -81,7 +245,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
             hub,
-            dir,
+            database,
             tokens: Mutex::new(HashMap::new()),
             stop: Mutex::new(Some(stop_tx)),
         })
@@ -306,21 +470,7 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(WAIT).build().expect("client")
 }
 
-/// `spawn_app()` on a fresh PostgreSQL database (`FOCALPOINT_TEST_POSTGRES`, see
-/// `servers.rs`) with the in-process bus polling it, so the HTTP tests can run against
-/// PostgreSQL. The database outlives the returned hub (the hub holds connections to it
-/// until the test's runtime ends); the sweep in `servers::fresh_database` drops it later.
+/// `spawn_app()` on a fresh PostgreSQL database with the in-process bus polling it.
 pub async fn spawn_app_pg() -> Arc<TestApp> {
-    spawn_app_pg_with(|_| {}).await
-}
-
-pub async fn spawn_app_pg_with(adjust: impl FnOnce(&mut Settings)) -> Arc<TestApp> {
-    let db = crate::servers::fresh_database().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = test_settings(&dir.path().join("unused.db"));
-    settings.store.url = db.url.clone();
-    std::mem::forget(db);
-    adjust(&mut settings);
-    let app = Application::build(settings).await.expect("hub builds on PostgreSQL");
-    TestApp::serve(app, dir)
+    TestApp::builder().backend(Backend::Postgres).spawn().await
 }

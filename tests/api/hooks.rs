@@ -1,5 +1,5 @@
 //! Acknowledging from outside the dashboard: signed Twilio webhooks (inbound SMS replies
-//! and delivery callbacks) and the email ack link.
+//! and delivery callbacks) and the email ack link, on SQLite and on PostgreSQL.
 
 use focalpoint::channels::twilio;
 use serde_json::Value;
@@ -7,6 +7,13 @@ use serde_json::Value;
 use crate::dispatch::{MY_L1_PHONE, MY_L2_PHONE, PUBLIC_URL, Paging, paging};
 use crate::helpers::*;
 use crate::twilio_fake::{AUTH_TOKEN, encode};
+
+on_both_backends!(
+    forged_or_replayed_sms_changes_nothing,
+    an_sms_reply_from_a_paged_number_acknowledges_for_its_party,
+    delivery_callbacks_never_move_a_page_backwards,
+    the_email_link_get_does_not_ack_and_its_post_acks_once,
+);
 
 enum Sign {
     Valid,
@@ -55,9 +62,8 @@ async fn my_state(p: &Paging, id: &str) -> Value {
     inc["party_states"].as_array().expect("states").iter().find(|s| s["party"] == "MY").cloned().expect("MY")
 }
 
-#[tokio::test]
-async fn forged_or_replayed_sms_changes_nothing() {
-    let p = paging().await;
+async fn forged_or_replayed_sms_changes_nothing(backend: Backend) {
+    let p = paging(backend).await;
     let (id, reference) = p.raise("amber").await;
     p.wait_page(&id, "my-l1", "sms", "sent", 0).await;
     let ack = format!("ACK {reference}");
@@ -81,9 +87,8 @@ async fn forged_or_replayed_sms_changes_nothing() {
     assert_eq!(status, 400);
 }
 
-#[tokio::test]
-async fn an_sms_reply_from_a_paged_number_acknowledges_for_its_party() {
-    let p = paging().await;
+async fn an_sms_reply_from_a_paged_number_acknowledges_for_its_party(backend: Backend) {
+    let p = paging(backend).await;
     let (id, reference) = p.raise("amber").await;
     p.wait_page(&id, "my-l1", "sms", "sent", 0).await;
 
@@ -102,9 +107,8 @@ async fn an_sms_reply_from_a_paged_number_acknowledges_for_its_party() {
     assert!(body.contains("already acknowledged"), "{body}");
 }
 
-#[tokio::test]
-async fn delivery_callbacks_never_move_a_page_backwards() {
-    let p = paging().await;
+async fn delivery_callbacks_never_move_a_page_backwards(backend: Backend) {
+    let p = paging(backend).await;
     let (id, _) = p.raise("amber").await;
     p.wait_page(&id, "my-l1", "sms", "sent", 0).await;
     let sid = p.page(&id, "my-l1", "sms").await.provider_id.expect("provider id");
@@ -126,9 +130,8 @@ async fn delivery_callbacks_never_move_a_page_backwards() {
     assert_eq!(delivered.count(), 1, "{inc}");
 }
 
-#[tokio::test]
-async fn the_email_link_get_does_not_ack_and_its_post_acks_once() {
-    let p = paging().await;
+async fn the_email_link_get_does_not_ack_and_its_post_acks_once(backend: Backend) {
+    let p = paging(backend).await;
     let (id, reference) = p.raise("amber").await;
     let mail = p.smtp.wait_for(1, WAIT).await;
     let text = crate::channels::decoded(&mail[0].data);

@@ -1,7 +1,9 @@
 //! The integration test suite: one binary, so the crate links once. Each test starts its
-//! own hub on port 0 with a fresh SQLite file (`helpers::spawn_app`) and drives it over
-//! real HTTP and WebSocket.
+//! own hub on port 0 on a fresh database (`TestApp::builder()`, SQLite unless a backend is
+//! given) and drives it over real HTTP and WebSocket. `store::` holds the store's contract
+//! suites; they, the scenario, dispatch and hooks tests run on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod helpers;
 
 mod auth;
@@ -17,7 +19,7 @@ mod restart;
 mod scenario;
 mod servers;
 mod smtp_server;
-mod store_contract;
+mod store;
 mod stream;
 mod twilio_fake;
 mod validation;

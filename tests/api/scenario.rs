@@ -1,13 +1,12 @@
 //! Escalation scenarios in the GoAlert style: seed a small network, raise, fast-forward a
-//! manual clock, expect exactly the pages of each step — nothing more.
+//! manual clock, expect exactly the pages of each step — nothing more. Each scenario runs
+//! on SQLite and on PostgreSQL.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use focalpoint::clock::ManualClock;
-use focalpoint::directory::Directory;
-use focalpoint::startup::Application;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -140,22 +139,11 @@ pub struct Scenario {
     pub clock: Arc<ManualClock>,
 }
 
-pub async fn scenario() -> Scenario {
-    scenario_with(NETWORK, None).await
-}
-
-/// A hub on `network` with a manual clock; `db` to share a file with another hub.
-pub async fn scenario_with(network: &str, db: Option<(&std::path::Path, Arc<ManualClock>)>) -> Scenario {
-    let directory = Arc::new(Directory::parse(network).unwrap_or_else(|p| panic!("scenario network: {p:?}")));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (path, clock) = match db {
-        Some((p, c)) => (p.to_path_buf(), c),
-        None => (dir.path().join("hub.db"), ManualClock::new(chrono::Utc::now())),
-    };
-    let settings = test_settings(&path);
-    let store = focalpoint::store::open(&settings.store.url, false).await.expect("store");
-    let app = Application::build_with(settings, directory, store, clock.clone()).await.expect("hub builds");
-    Scenario { app: TestApp::serve(app, dir), clock }
+/// A hub on [`NETWORK`] with a manual clock, on a fresh database of `backend`.
+pub async fn scenario(backend: Backend) -> Scenario {
+    let clock = ManualClock::new(chrono::Utc::now());
+    let app = TestApp::builder().backend(backend).network(NETWORK).clock(clock.clone()).spawn().await;
+    Scenario { app, clock }
 }
 
 /// (focal point, channel) pages of one step of one party.
@@ -183,6 +171,16 @@ fn raise_body(tlp: &str, parties: &[&str]) -> Value {
     })
 }
 
+on_both_backends!(
+    each_step_pages_exactly_its_targets_then_loops_then_alarms,
+    extreme_incidents_escalate_faster,
+    an_ack_stops_only_that_partys_escalation,
+    resolving_stops_every_partys_escalation,
+    red_and_amber_strict_never_page_outside_their_audience,
+    a_party_can_be_escalated_by_hand,
+    two_engines_on_one_store_never_fire_a_step_twice,
+);
+
 /// Fast-forwards and waits for the `incident.escalated` (or `.unanswered`) of `party`.
 async fn advance_until(s: &Scenario, watcher: &mut Stream, by: Duration, kind: &str, id: &str, party: &str) -> Value {
     s.clock.advance(by);
@@ -194,9 +192,8 @@ async fn advance_until(s: &Scenario, watcher: &mut Stream, by: Duration, kind: &
     }
 }
 
-#[tokio::test]
-async fn each_step_pages_exactly_its_targets_then_loops_then_alarms() {
-    let s = scenario().await;
+async fn each_step_pages_exactly_its_targets_then_loops_then_alarms(backend: Backend) {
+    let s = scenario(backend).await;
     let mut officer = s.app.stream("th-duty", None).await;
     officer.backlog().await;
     let (_, inc) = s.app.raise("th-duty", &raise_body("amber", &["MY"])).await;
@@ -240,9 +237,8 @@ async fn each_step_pages_exactly_its_targets_then_loops_then_alarms() {
     assert_eq!(all.len(), 2 * (3 + 2 + 2) + 4, "exactly the pages of each step and the alarm");
 }
 
-#[tokio::test]
-async fn extreme_incidents_escalate_faster() {
-    let s = scenario().await;
+async fn extreme_incidents_escalate_faster(backend: Backend) {
+    let s = scenario(backend).await;
     let mut officer = s.app.stream("th-duty", None).await;
     officer.backlog().await;
     let mut body = raise_body("green", &["SG"]);
@@ -254,9 +250,8 @@ async fn extreme_incidents_escalate_faster() {
     assert_eq!(e["data"]["step"], 1);
 }
 
-#[tokio::test]
-async fn an_ack_stops_only_that_partys_escalation() {
-    let s = scenario().await;
+async fn an_ack_stops_only_that_partys_escalation(backend: Backend) {
+    let s = scenario(backend).await;
     let mut officer = s.app.stream("th-duty", None).await;
     officer.backlog().await;
     let (_, inc) = s.app.raise("th-duty", &raise_body("amber", &["MY", "SG"])).await;
@@ -272,9 +267,8 @@ async fn an_ack_stops_only_that_partys_escalation() {
     assert_eq!(s.app.hub.store.pending_timers().await.expect("count"), 1, "only SG's next step is pending");
 }
 
-#[tokio::test]
-async fn resolving_stops_every_partys_escalation() {
-    let s = scenario().await;
+async fn resolving_stops_every_partys_escalation(backend: Backend) {
+    let s = scenario(backend).await;
     let (_, inc) = s.app.raise("th-duty", &raise_body("amber", &["MY", "SG"])).await;
     let id = inc["id"].as_str().expect("id");
     assert_eq!(s.app.hub.store.pending_timers().await.expect("count"), 2);
@@ -296,9 +290,8 @@ async fn resolving_stops_every_partys_escalation() {
     assert_eq!(pages(&s.app, id, "MY", 1, 0).await.len() + pages(&s.app, id, "SG", 1, 0).await.len(), 0);
 }
 
-#[tokio::test]
-async fn red_and_amber_strict_never_page_outside_their_audience() {
-    let s = scenario().await;
+async fn red_and_amber_strict_never_page_outside_their_audience(backend: Backend) {
+    let s = scenario(backend).await;
     let mut officer = s.app.stream("th-duty", None).await;
     officer.backlog().await;
 
@@ -335,9 +328,8 @@ async fn red_and_amber_strict_never_page_outside_their_audience() {
     assert_eq!(s.app.get("cn-coord", &format!("/api/v1/incidents/{red_id}")).await.status(), 404);
 }
 
-#[tokio::test]
-async fn a_party_can_be_escalated_by_hand() {
-    let s = scenario().await;
+async fn a_party_can_be_escalated_by_hand(backend: Backend) {
+    let s = scenario(backend).await;
     let (_, inc) = s.app.raise("th-duty", &raise_body("amber", &["MY"])).await;
     let id = inc["id"].as_str().expect("id");
     let r = s.app.post("th-duty", &format!("/api/v1/incidents/{id}/escalate"), &json!({"party": "MY"})).await;
@@ -360,11 +352,11 @@ async fn a_party_can_be_escalated_by_hand() {
     );
 }
 
-#[tokio::test]
-async fn two_engines_on_one_file_never_fire_a_step_twice() {
-    let first = scenario().await;
-    let db = first.app.dir.path().join("hub.db");
-    let second = scenario_with(NETWORK, Some((&db, first.clock.clone()))).await;
+async fn two_engines_on_one_store_never_fire_a_step_twice(backend: Backend) {
+    let first = scenario(backend).await;
+    let second =
+        TestApp::builder().database(&first.app.database).network(NETWORK).clock(first.clock.clone()).spawn().await;
+    let second = Scenario { app: second, clock: first.clock.clone() };
     let mut ids = Vec::new();
     for i in 0..150 {
         let app = if i % 2 == 0 { &first.app } else { &second.app };

@@ -1,128 +1,29 @@
-//! The store contract: one suite, run against every backend. Each test is an async
-//! function taking a [`Backend`]; `contract!` instantiates it for SQLite (a temp file)
-//! and PostgreSQL (a fresh database, see `servers.rs`). The records are built the way
-//! `commands` builds them, from the scenario network.
+//! The event log and incident state: a raise, ack, note or close is one transaction with
+//! its events; dedup and Idempotency-Key replays create nothing new; lists and event
+//! reads honour visibility; seq is contiguous in commit order and hash-chained, also under
+//! concurrent appends from several store handles.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use focalpoint::commands::Hub;
-use focalpoint::directory::Directory;
-use focalpoint::domain::incident::{Incident, Originator, State};
-use focalpoint::domain::principal::Principal;
-use focalpoint::domain::raise::RaiseRequest;
-use focalpoint::domain::reference;
-use focalpoint::domain::visibility::Audience;
-use focalpoint::engine::plan::{plan_raise, plan_step};
+use focalpoint::domain::incident::State;
 use focalpoint::store::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::scenario::NETWORK;
-use crate::servers::{TestDatabase, fresh_database};
+use super::*;
 
-#[derive(Clone, Copy, Debug)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A store under test, with what keeps its database alive.
-pub struct Fixture {
-    pub store: Arc<dyn Store>,
-    pub url: String,
-    pub dir: Arc<Directory>,
-    _tmp: Option<tempfile::TempDir>,
-    _db: Option<TestDatabase>,
-}
-
-pub async fn fixture(backend: Backend) -> Fixture {
-    let dir = Arc::new(Directory::parse(NETWORK).unwrap_or_else(|p| panic!("scenario network: {p:?}")));
-    let (url, tmp, db) = match backend {
-        Backend::Sqlite => {
-            let tmp = tempfile::tempdir().expect("tempdir");
-            (format!("sqlite://{}", tmp.path().join("contract.db").display()), Some(tmp), None)
-        }
-        Backend::Postgres => {
-            let db = fresh_database().await;
-            (db.url.clone(), None, Some(db))
-        }
-    };
-    let store = open(&url, false).await.expect("store opens");
-    Fixture { store, url, dir, _tmp: tmp, _db: db }
-}
-
-impl Fixture {
-    /// A raise by `officer`, built as `Hub::raise` builds it.
-    pub fn record(&self, officer: &str, body: Value, idempotency: Option<(&str, &str)>) -> RaiseRecord {
-        let request: RaiseRequest = serde_json::from_value(body).expect("raise body");
-        let content = request.validate(&self.dir).expect("valid raise");
-        let fp = self.dir.focal_point(officer).expect("officer in the network");
-        let originator = Originator { party: fp.party.clone(), officer: officer.to_string() };
-        let audience = Audience::of(content.tlp, &originator, &content.parties, &content.recipients);
-        let incident = Incident::new(Uuid::new_v4(), reference::generate(4), originator, content, Utc::now());
-        let escalation = plan_raise(&self.dir, &incident, &audience);
-        RaiseRecord {
-            incident,
-            audience,
-            idempotency: idempotency.map(|(k, f)| (officer.to_string(), k.to_string(), f.to_string())),
-            escalation,
-        }
-    }
-
-    pub async fn raise(&self, body: Value) -> Incident {
-        match self.store.raise(self.record("th-duty", body, None)).await.expect("raise") {
-            RaiseOutcome::Created { incident, .. } => incident,
-            other => panic!("expected a new incident, got {other:?}"),
-        }
-    }
-
-    pub fn viewer(&self, id: &str) -> Viewer {
-        Hub::viewer(&Principal::from_focal_point(self.dir.focal_point(id).expect("focal point"), &self.dir))
-    }
-
-    fn ack(&self, incident: Uuid, party: &str, by: &str) -> AckRecord {
-        AckRecord { incident, party: party.into(), by: by.into(), via: "api".into(), at: Utc::now() }
-    }
-
-    fn closing(&self, incident: Uuid, state: State) -> CloseRecord {
-        CloseRecord { incident, state, by: "th-duty".into(), reason: None, at: Utc::now() }
-    }
-}
-
-pub fn body(tlp: &str, parties: &[&str]) -> Value {
-    json!({
-        "title": "Heroin consignment", "description": "Container at Port Klang", "field": "drug-trafficking",
-        "severity": "severe", "parties": parties, "tlp": tlp,
-    })
-}
-
-/// Instantiates an async `fn(Backend)` test for both backends.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
-contract!(
+on_both_backends!(
+    multi_thread;
     raise_dedup_and_idempotency,
     ack_is_per_party_and_idempotent,
     close_stops_everything,
     list_visibility_pagination_and_counts,
     events_after_and_visible_events,
-    timers_fire_once_under_two_concurrent_claimers,
-    credentials_tokens_passwords_sessions,
+    the_hash_chain_covers_every_event,
+    active_incident_by_ref_finds_open_and_acknowledged_incidents_only,
     concurrent_raises_with_one_dedup_key_give_one_incident,
     concurrent_appends_never_show_a_reader_a_gap,
 );
@@ -300,110 +201,50 @@ async fn events_after_and_visible_events(backend: Backend) {
     assert_eq!(f.store.verify_chain().await.expect("verify").head_seq, head);
 }
 
-async fn timers_fire_once_under_two_concurrent_claimers(backend: Backend) {
+async fn the_hash_chain_covers_every_event(backend: Backend) {
     let f = fixture(backend).await;
-    let mut ids = Vec::new();
-    for _ in 0..20 {
-        ids.push(f.raise(body("amber", &["MY", "SG"])).await.id);
-    }
-    assert_eq!(f.store.pending_timers().await.expect("pending"), 40);
-    // Step 1 is due 5 minutes after the raise, step 2 ten minutes after that.
-    let later = Utc::now() + chrono::Duration::minutes(6);
-    assert!(f.store.next_timer_due().await.expect("due").is_some_and(|d| d < later));
-
-    // Two engines on two store handles race for the same due timers and fire them.
-    let second = open(&f.url, false).await.expect("second handle");
-    let mut tasks = Vec::new();
-    for (owner, store) in [("engine-a", f.store.clone()), ("engine-b", second)] {
-        let dir = f.dir.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut fired = Vec::new();
-            loop {
-                let timers = store.claim_due_timers(later, owner, Duration::from_secs(60), 7).await.expect("claim");
-                if timers.is_empty() {
-                    return fired;
-                }
-                for t in timers {
-                    let (incident, audience) = store.incident(t.incident).await.expect("read").expect("exists");
-                    let plan =
-                        plan_step(&dir, &incident, &audience, &t.party, t.step, t.loop_, t.due_at).expect("plan");
-                    if let FireOutcome::Fired { .. } = store.fire_step(&t, owner, &plan, later).await.expect("fire") {
-                        fired.push((t.incident, t.party.clone(), t.step, t.loop_));
-                    }
-                }
-            }
-        }));
-    }
-    let mut fired = Vec::new();
-    for t in tasks {
-        fired.extend(t.await.expect("engine task"));
-    }
-    assert_eq!(fired.len(), 40, "every due step fired");
-    assert_eq!(fired.iter().collect::<BTreeSet<_>>().len(), 40, "none twice");
-    let mut escalated: BTreeMap<(Uuid, String), usize> = BTreeMap::new();
-    for id in &ids {
-        for e in f.store.timeline(*id).await.expect("timeline") {
-            if e.event.kind.as_str() == "incident.escalated" {
-                *escalated.entry((*id, e.event.party.clone().unwrap_or_default())).or_default() += 1;
-            }
-        }
-    }
-    assert_eq!(escalated.len(), 40);
-    assert!(escalated.values().all(|n| *n == 1), "{escalated:?}");
-    assert_eq!(f.store.pending_timers().await.expect("pending"), 40, "each party's next step is scheduled");
-
-    // A lease held by a live owner is not claimed again; a lost claim fires nothing.
-    let soon = Utc::now() + chrono::Duration::hours(2);
-    let held = f.store.claim_due_timers(soon, "engine-a", Duration::from_secs(60), 100).await.expect("claim");
-    assert_eq!(held.len(), 40);
-    assert!(f.store.claim_due_timers(soon, "engine-b", Duration::from_secs(60), 100).await.expect("claim").is_empty());
-    let t = &held[0];
-    let (incident, audience) = f.store.incident(t.incident).await.expect("read").expect("exists");
-    let plan = plan_step(&f.dir, &incident, &audience, &t.party, t.step, t.loop_, t.due_at).expect("plan");
-    assert_eq!(f.store.fire_step(t, "engine-b", &plan, soon).await.expect("fire"), FireOutcome::Stale);
-    // After the lease runs out (its engine died), another engine takes the timer over.
-    let after_lease = soon + chrono::Duration::seconds(61);
-    let taken = f.store.claim_due_timers(after_lease, "engine-b", Duration::from_secs(60), 100).await.expect("claim");
-    assert_eq!(taken.len(), 40);
-    assert!(matches!(
-        f.store.fire_step(t, "engine-b", &plan, after_lease).await.expect("fire"),
-        FireOutcome::Fired { .. }
-    ));
-    assert_eq!(f.store.fire_step(t, "engine-a", &plan, after_lease).await.expect("fire"), FireOutcome::Stale);
-    // A manual escalation claims one party's timer, due or not.
-    let fresh = f.raise(body("amber", &["MY"])).await;
-    let manual = f.store.claim_party_timer(fresh.id, "MY", Utc::now(), "hand", Duration::from_secs(60)).await;
-    assert_eq!(manual.expect("claim").map(|t| (t.step, t.loop_)), Some((1, 0)));
-    assert!(f.store.pages(fresh.id).await.expect("pages").iter().all(|p| p.party == "MY" && p.step == 0));
-    assert_eq!(f.store.verify_chain().await.expect("verify").broken_at, None);
+    let empty = f.store.verify_chain().await.expect("verify");
+    assert_eq!((empty.events, empty.head_seq, empty.broken_at), (0, 0, None), "{empty:?}");
+    let inc = f.raise(body("amber", &["MY", "SG"])).await;
+    f.store.acknowledge(f.ack(inc.id, "MY", "my-l1")).await.expect("ack");
+    f.store.close(f.closing(inc.id, State::Resolved)).await.expect("close");
+    let report = f.store.verify_chain().await.expect("verify");
+    let head = f.head().await;
+    assert_eq!((report.events, report.head_seq, report.broken_at), (head as u64, head, None), "{report:?}");
+    assert!(
+        report.head_hash.len() == 64 && report.head_hash.chars().all(|c| c.is_ascii_hexdigit()),
+        "a SHA-256 head hash: {report:?}"
+    );
+    // One more event moves the head hash; a second handle walks the same chain.
+    f.raise(body("green", &["SG"])).await;
+    let later = f.another_store().await.verify_chain().await.expect("verify");
+    assert_ne!(later.head_hash, report.head_hash);
+    assert_eq!((later.head_seq, later.broken_at), (f.head().await, None), "{later:?}");
 }
 
-async fn credentials_tokens_passwords_sessions(backend: Backend) {
+async fn active_incident_by_ref_finds_open_and_acknowledged_incidents_only(backend: Backend) {
     let f = fixture(backend).await;
-    let s = &f.store;
-    assert_eq!(s.credential_count().await.expect("count"), 0);
-    s.insert_token(b"hash-1", "th-duty", "cli").await.expect("token");
-    s.insert_token(b"hash-2", "th-duty", "bot").await.expect("token");
-    assert_eq!(s.token_owner(b"hash-1").await.expect("owner").as_deref(), Some("th-duty"));
-    assert_eq!(s.token_owner(b"nope").await.expect("owner"), None);
-    assert_eq!(s.revoke_tokens("th-duty").await.expect("revoke"), 2);
-    assert_eq!(s.token_owner(b"hash-1").await.expect("owner"), None);
-    assert_eq!(s.revoke_tokens("th-duty").await.expect("revoke"), 0);
-
-    s.set_password("my-l1", "$argon2id$one").await.expect("password");
-    let now = Utc::now();
-    s.insert_session(b"session-1", "my-l1", now + chrono::Duration::hours(1)).await.expect("session");
-    assert_eq!(s.session_owner(b"session-1", now).await.expect("owner").as_deref(), Some("my-l1"));
-    assert_eq!(s.session_owner(b"session-1", now + chrono::Duration::hours(2)).await.expect("owner"), None, "expired");
-    // A new password ends the sessions signed in with the old one.
-    s.set_password("my-l1", "$argon2id$two").await.expect("password");
-    assert_eq!(s.password_hash("my-l1").await.expect("hash").as_deref(), Some("$argon2id$two"));
-    assert_eq!(s.session_owner(b"session-1", now).await.expect("owner"), None);
-    s.insert_session(b"session-2", "my-l1", now + chrono::Duration::hours(1)).await.expect("session");
-    s.delete_session(b"session-2").await.expect("delete");
-    assert_eq!(s.session_owner(b"session-2", now).await.expect("owner"), None);
-    assert_eq!(s.password_hash("sg-l1").await.expect("hash"), None);
-    assert_eq!(s.credential_count().await.expect("count"), 1);
+    let open = f.raise(body("amber", &["MY"])).await;
+    let acked = f.raise(body("amber", &["MY"])).await;
+    let resolved = f.raise(body("amber", &["MY"])).await;
+    let cancelled = f.raise(body("amber", &["MY"])).await;
+    f.store.acknowledge(f.ack(acked.id, "MY", "my-l1")).await.expect("ack");
+    f.store.close(f.closing(resolved.id, State::Resolved)).await.expect("close");
+    f.store.close(f.closing(cancelled.id, State::Cancelled)).await.expect("close");
+    let by_ref = |r: String| {
+        let store = f.store.clone();
+        async move { store.active_incident_by_ref(&r).await.expect("by ref") }
+    };
+    // The store may have re-drawn a proposed ref: read the one it kept.
+    let kept = |id: Uuid| {
+        let store = f.store.clone();
+        async move { store.incident(id).await.expect("read").expect("exists").0.reference }
+    };
+    assert_eq!(by_ref(kept(open.id).await).await, Some(open.id));
+    assert_eq!(by_ref(kept(acked.id).await).await, Some(acked.id), "acknowledged is still active");
+    assert_eq!(by_ref(kept(resolved.id).await).await, None, "resolved");
+    assert_eq!(by_ref(kept(cancelled.id).await).await, None, "cancelled");
+    assert_eq!(by_ref("ZZZZZZ".into()).await, None, "unknown ref");
 }
 
 async fn concurrent_raises_with_one_dedup_key_give_one_incident(backend: Backend) {
@@ -441,7 +282,7 @@ async fn concurrent_appends_never_show_a_reader_a_gap(backend: Backend) {
     // Several store handles (connection pools), as several replicas would have.
     let mut handles = vec![f.store.clone()];
     for _ in 0..2 {
-        handles.push(open(&f.url, false).await.expect("another handle"));
+        handles.push(f.another_store().await);
     }
     let reader = {
         let store = f.store.clone();
