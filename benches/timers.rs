@@ -24,7 +24,6 @@ use focalpoint::domain::principal::Principal;
 use focalpoint::domain::raise::RaiseRequest;
 use focalpoint::startup::Application;
 use futures_util::StreamExt;
-use sqlx::Row;
 
 const NETWORK_POLICY: &str = r#"
 [[policy]]
@@ -127,22 +126,18 @@ async fn run(phase: &str, a: &Args) {
         + std::fs::metadata(dir.path().join("timers.db-wal")).map(|m| m.len()).unwrap_or(0);
 
     // Spread the due times over the window, starting 3 s from now.
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("bench connection");
+    // The bench's own connection on the hub's file (WAL lets it run beside the hub).
+    let bench_db = rusqlite::Connection::open(&db).expect("bench connection");
+    bench_db.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
     let start_ms = chrono::Utc::now().timestamp_millis() + 3_000;
     let spacing = (a.window * 1000) as f64 / pending.max(1) as f64;
-    sqlx::query(
-        "UPDATE escalation_timers SET due_at = ? + CAST((rowid - (SELECT MIN(rowid) FROM escalation_timers)) * ? AS INTEGER)
-         WHERE state = 'pending'",
-    )
-    .bind(start_ms)
-    .bind(spacing)
-    .execute(&pool)
-    .await
-    .expect("spread due times");
+    bench_db
+        .execute(
+            "UPDATE escalation_timers SET due_at = ?1 + CAST((rowid - (SELECT MIN(rowid) FROM escalation_timers)) * ?2 AS INTEGER)
+             WHERE state = 'pending'",
+            rusqlite::params![start_ms, spacing],
+        )
+        .expect("spread due times");
 
     // Fan-out load: clients connected and 10 raises a second during the firing.
     let mut load = Vec::new();
@@ -176,9 +171,8 @@ async fn run(phase: &str, a: &Args) {
     let deadline = Instant::now() + Duration::from_secs(a.window + 600);
     let mut peak_rss = rss_kib();
     loop {
-        let fired: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM escalation_timers WHERE state = 'fired'")
-            .fetch_one(&pool)
-            .await
+        let fired: i64 = bench_db
+            .query_row("SELECT COUNT(*) FROM escalation_timers WHERE state = 'fired'", [], |r| r.get(0))
             .expect("count");
         peak_rss = peak_rss.max(rss_kib());
         if fired as u64 >= pending || Instant::now() > deadline {
@@ -189,11 +183,10 @@ async fn run(phase: &str, a: &Args) {
     for t in load {
         t.abort();
     }
-    let rows = sqlx::query("SELECT fired_at - due_at AS late FROM escalation_timers WHERE state = 'fired'")
-        .fetch_all(&pool)
-        .await
-        .expect("lateness");
-    let mut late: Vec<i64> = rows.iter().filter_map(|r| r.try_get::<i64, _>("late").ok()).collect();
+    let mut stmt =
+        bench_db.prepare("SELECT fired_at - due_at FROM escalation_timers WHERE state = 'fired'").expect("lateness");
+    let mut late: Vec<i64> =
+        stmt.query_map([], |r| r.get::<_, i64>(0)).expect("lateness").filter_map(|r| r.ok()).collect();
     late.sort_unstable();
     println!("\n== escalation timers, {phase} ({} clients)", if phase == "fan-out" { a.clients } else { 0 });
     println!("  pending timers loaded        {pending} (raised in {:.1} s)", loaded_in.as_secs_f64());

@@ -19,8 +19,8 @@
 //! [`sql::Backend`] under the one SQL core in [`sql`]. The contract suites in
 //! `tests/api/store/` run every trait against both.
 
-mod records;
 pub mod postgres;
+mod records;
 pub mod sql;
 pub mod sqlite;
 
@@ -118,7 +118,13 @@ pub trait Timers: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<FireOutcome>>;
     /// [`Timers::fire_steps`] for one step.
-    async fn fire_step(&self, timer: &TimerKey, owner: &str, plan: &StepPlan, now: DateTime<Utc>) -> Result<FireOutcome> {
+    async fn fire_step(
+        &self,
+        timer: &TimerKey,
+        owner: &str,
+        plan: &StepPlan,
+        now: DateTime<Utc>,
+    ) -> Result<FireOutcome> {
         let outcomes = self.fire_steps(&[(timer.clone(), plan.clone())], owner, now).await?;
         Ok(outcomes.into_iter().next().unwrap_or(FireOutcome::Stale))
     }
@@ -190,8 +196,13 @@ pub trait Outbox: Send + Sync {
 #[async_trait]
 pub trait AckLinks: Send + Sync {
     /// Stores an ack link. Durable on return.
-    async fn insert_ack_token(&self, token_hash: &[u8], token: &AckToken, outbox_id: i64, now: DateTime<Utc>)
-    -> Result<()>;
+    async fn insert_ack_token(
+        &self,
+        token_hash: &[u8],
+        token: &AckToken,
+        outbox_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// The ack link with this hash, used or not.
     async fn ack_token(&self, token_hash: &[u8]) -> Result<Option<AckToken>>;
     /// Marks an ack link used. True only for the one caller that found it unused while

@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, PgConnection, Postgres, Row as _, Transaction, TypeInfo, ValueRef};
 
+use super::CommitHook;
 use super::Result;
 use super::sql::store::SqlStore;
-use super::CommitHook;
 use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
 
 /// Advisory lock key serialising appends ("fpevents" in ASCII).

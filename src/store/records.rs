@@ -227,4 +227,3 @@ pub struct Viewer {
     pub id: String,
     pub keys: Vec<String>,
 }
-

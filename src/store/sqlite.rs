@@ -31,10 +31,10 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::store::SqlStore;
 use super::CommitHook;
-use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
 use super::Result;
+use super::sql::store::SqlStore;
+use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
 
 /// Units of work written in one transaction at most: bounds the wait of the first one.
 const MAX_BATCH: usize = 512;

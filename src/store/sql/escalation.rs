@@ -128,7 +128,13 @@ fn timer_from_row(row: &Row) -> Result<TimerKey> {
 }
 
 /// Leases up to `limit` pending timers due at `now` to `owner`.
-pub async fn claim_due(c: &mut dyn Conn, now: DateTime<Utc>, owner: &str, lease_ms: i64, limit: u32) -> Result<Vec<TimerKey>> {
+pub async fn claim_due(
+    c: &mut dyn Conn,
+    now: DateTime<Utc>,
+    owner: &str,
+    lease_ms: i64,
+    limit: u32,
+) -> Result<Vec<TimerKey>> {
     let now = to_millis(now);
     let sql = format!(
         "UPDATE escalation_timers SET lease_owner = $1, lease_until = $2
@@ -163,7 +169,8 @@ pub async fn claim_party(
          RETURNING incident_id, party, step, loop, due_at",
         c.dialect().skip_locked()
     );
-    let rows = c.query(&sql, &[owner.into(), (now + lease_ms).into(), incident.into(), party.into(), now.into()]).await?;
+    let rows =
+        c.query(&sql, &[owner.into(), (now + lease_ms).into(), incident.into(), party.into(), now.into()]).await?;
     rows.first().map(timer_from_row).transpose()
 }
 
@@ -180,7 +187,12 @@ fn key_values(k: &Key) -> [Value; 4] {
 /// Enters claimed steps: each one only if its timer is still pending and leased to
 /// `owner`, the incident active and the party unacknowledged; otherwise the timer is
 /// retired and the outcome is `Stale`. A few statements per batch, whatever its size.
-pub async fn fire(c: &mut dyn Conn, steps: &[(TimerKey, StepPlan)], owner: &str, now: DateTime<Utc>) -> Result<Vec<FireOutcome>> {
+pub async fn fire(
+    c: &mut dyn Conn,
+    steps: &[(TimerKey, StepPlan)],
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<FireOutcome>> {
     let now_ms = to_millis(now);
     // Timers still pending and leased to us.
     let mut held: HashSet<Key> = HashSet::new();

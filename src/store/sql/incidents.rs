@@ -111,7 +111,7 @@ pub async fn raise(c: &mut dyn Conn, raise: RaiseRecord) -> Result<RaiseOutcome>
             (&incident.originator.officer).into(),
             (&incident.field).into(),
             incident.severity.as_str().into(),
-            i64::from(incident.severity.rank()).into(),
+            incident.severity.rank().into(),
             incident.tlp.as_str().into(),
             incident.status.as_str().into(),
             incident.state.as_str().into(),
@@ -315,7 +315,8 @@ pub async fn list(c: &mut dyn Conn, query: &IncidentQuery, viewer: &Viewer) -> R
         }
     }
     let filter = conditions.join(" AND ");
-    let total = c.query_one(&format!("SELECT COUNT(*) AS n FROM incidents i WHERE {filter}"), &params).await?.i64("n")?;
+    let total =
+        c.query_one(&format!("SELECT COUNT(*) AS n FROM incidents i WHERE {filter}"), &params).await?.i64("n")?;
 
     let limit = i64::from(query.limit.max(1));
     let n = params.len();

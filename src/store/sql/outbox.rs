@@ -39,7 +39,13 @@ pub fn page_from_row(r: &Row) -> Result<OutboxPage> {
     })
 }
 
-pub async fn claim(c: &mut dyn Conn, now: DateTime<Utc>, owner: &str, lease_ms: i64, limit: u32) -> Result<Vec<OutboxPage>> {
+pub async fn claim(
+    c: &mut dyn Conn,
+    now: DateTime<Utc>,
+    owner: &str,
+    lease_ms: i64,
+    limit: u32,
+) -> Result<Vec<OutboxPage>> {
     let now = to_millis(now);
     if c.dialect() == Dialect::Postgres {
         c.execute("SELECT pg_advisory_xact_lock($1)", &[CLAIM_LOCK.into()]).await?;
@@ -200,8 +206,7 @@ async fn move_on_if_unreachable(c: &mut dyn Conn, page: &OutboxPage, at: i64) ->
         )
         .await?;
     if moved > 0 {
-        c.execute("UPDATE incident_parties SET esc_next_at = $1 WHERE incident_id = $2 AND party = $3", &party)
-            .await?;
+        c.execute("UPDATE incident_parties SET esc_next_at = $1 WHERE incident_id = $2 AND party = $3", &party).await?;
         tracing::info!(incident = %page.incident, party = %page.party, step = page.step,
             "every page of the step failed; escalating now");
     }
@@ -220,7 +225,12 @@ fn status_rank(status: &str) -> u8 {
     }
 }
 
-pub async fn provider_status(c: &mut dyn Conn, provider_id: &str, status: &str, now: DateTime<Utc>) -> Result<Option<i64>> {
+pub async fn provider_status(
+    c: &mut dyn Conn,
+    provider_id: &str,
+    status: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
     let new = status_rank(status);
     if new == 0 {
         return Ok(None);
@@ -269,7 +279,13 @@ pub async fn incident_pages(c: &mut dyn Conn, incident: Uuid) -> Result<Vec<Outb
     c.query(&sql, &[incident.into()]).await?.iter().map(page_from_row).collect()
 }
 
-pub async fn insert_ack_token(c: &mut dyn Conn, hash: &[u8], token: &AckToken, outbox_id: i64, now: DateTime<Utc>) -> Result<()> {
+pub async fn insert_ack_token(
+    c: &mut dyn Conn,
+    hash: &[u8],
+    token: &AckToken,
+    outbox_id: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
     c.execute(
         "INSERT INTO ack_tokens (hash, incident_id, focal_point, party, outbox_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",

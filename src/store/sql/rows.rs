@@ -117,7 +117,8 @@ pub async fn load_many(c: &mut dyn Conn, ids: &[Uuid]) -> Result<HashMap<Uuid, (
                 incident.party_states.push(party_state(&row)?);
             }
         }
-        let sql = format!("SELECT incident_id, by_id, party, at, text FROM notes WHERE incident_id IN ({list}) ORDER BY id");
+        let sql =
+            format!("SELECT incident_id, by_id, party, at, text FROM notes WHERE incident_id IN ({list}) ORDER BY id");
         for row in c.query(&sql, &params).await? {
             if let Some((incident, _)) = out.get_mut(&row.uuid("incident_id")?) {
                 incident.notes.push(note(&row)?);

@@ -105,7 +105,13 @@ impl<B: Backend> EventLog for SqlStore<B> {
 
 #[async_trait]
 impl<B: Backend> Timers for SqlStore<B> {
-    async fn claim_due_timers(&self, now: DateTime<Utc>, owner: &str, lease: Duration, limit: u32) -> Result<Vec<TimerKey>> {
+    async fn claim_due_timers(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<TimerKey>> {
         let owner = owner.to_string();
         unit!(self, write Plain, |c| escalation::claim_due(c, now, &owner, lease_ms(lease), limit).await)
     }
@@ -122,7 +128,12 @@ impl<B: Backend> Timers for SqlStore<B> {
         unit!(self, write Plain, |c| escalation::claim_party(c, incident, &party, now, &owner, lease_ms(lease)).await)
     }
 
-    async fn fire_steps(&self, steps: &[(TimerKey, StepPlan)], owner: &str, now: DateTime<Utc>) -> Result<Vec<FireOutcome>> {
+    async fn fire_steps(
+        &self,
+        steps: &[(TimerKey, StepPlan)],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FireOutcome>> {
         let (steps, owner) = (steps.to_vec(), owner.to_string());
         unit!(self, write Appends, |c| escalation::fire(c, &steps, &owner, now).await)
     }
@@ -138,12 +149,23 @@ impl<B: Backend> Timers for SqlStore<B> {
 
 #[async_trait]
 impl<B: Backend> Outbox for SqlStore<B> {
-    async fn claim_pages(&self, now: DateTime<Utc>, owner: &str, lease: Duration, limit: u32) -> Result<Vec<OutboxPage>> {
+    async fn claim_pages(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxPage>> {
         let owner = owner.to_string();
         unit!(self, write Plain, |c| outbox::claim(c, now, &owner, lease_ms(lease), limit).await)
     }
 
-    async fn record_pages(&self, results: &[(OutboxPage, PageResult)], owner: &str, now: DateTime<Utc>) -> Result<Vec<Option<i64>>> {
+    async fn record_pages(
+        &self,
+        results: &[(OutboxPage, PageResult)],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>> {
         let (results, owner) = (results.to_vec(), owner.to_string());
         unit!(self, write Appends, |c| {
             let mut seqs = Vec::with_capacity(results.len());
@@ -174,7 +196,13 @@ impl<B: Backend> Outbox for SqlStore<B> {
 
 #[async_trait]
 impl<B: Backend> AckLinks for SqlStore<B> {
-    async fn insert_ack_token(&self, token_hash: &[u8], token: &AckToken, outbox_id: i64, now: DateTime<Utc>) -> Result<()> {
+    async fn insert_ack_token(
+        &self,
+        token_hash: &[u8],
+        token: &AckToken,
+        outbox_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let (hash, token) = (token_hash.to_vec(), token.clone());
         unit!(self, write Plain, |c| outbox::insert_ack_token(c, &hash, &token, outbox_id, now).await)
     }
