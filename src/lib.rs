@@ -19,7 +19,7 @@
 //! | [`commands`] | what a principal may do: raise, acknowledge, note, resolve, cancel, escalate |
 //! | [`clock`] | the engine's notion of now: system clock, or a manual one in scenario tests |
 //! | [`engine`] | escalation planner and engine (persisted timers, steps, unanswered alarms) and the outbox dispatcher |
-//! | [`store`] | the `Store` trait, its SQLite (embedded) and PostgreSQL (cluster) backends: event log, state, timers, outbox |
+//! | [`store`] | traits by concern (event log, timers, outbox, ack links, credentials, secrets, inbound ids), one SQL core, SQLite (embedded, one writer thread) and PostgreSQL (cluster) backends |
 //! | [`bus`] | "new events up to seq N" between the store and the live feeds: in-process or Redis |
 //! | [`channels`] | gateways that send pages (SMS, email, bot webhooks), their text per language and TLP, inbound-hook helpers |
 //! | [`feed`] | per-node fan-out of new events to WebSocket clients, filtered per viewer |
