@@ -16,12 +16,13 @@
 //! - claims use `FOR UPDATE SKIP LOCKED` plus a lease ([`super::sql::Dialect::skip_locked`]);
 //! - migrations run under their own advisory lock (`sql/schema.rs`).
 
+use std::ops::DerefMut;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Column, PgConnection, Postgres, Row as _, Transaction, TypeInfo, ValueRef};
+use sqlx::{Column, PgConnection, Postgres, Row as _, TypeInfo, ValueRef};
 
 use super::CommitHook;
 use super::Result;
@@ -71,28 +72,28 @@ pub struct PostgresBackend {
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn write<R: Send + 'static>(&self, kind: Write, job: Job<R>) -> Result<R> {
-        let mut tx = PgTx { tx: self.pool.begin().await?, head: None };
+        let mut tx = PgConn { conn: self.pool.begin().await?, head: None };
         if kind == Write::Appends {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOG_LOCK).execute(&mut *tx.tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOG_LOCK).execute(&mut *tx.conn).await?;
         }
         match job(&mut tx).await {
             Ok(value) => {
                 let head = tx.head;
-                tx.tx.commit().await?;
+                tx.conn.commit().await?;
                 if let Some(head) = head {
                     self.hook.announce(head);
                 }
                 Ok(value)
             }
             Err(e) => {
-                let _ = tx.tx.rollback().await;
+                let _ = tx.conn.rollback().await;
                 Err(e)
             }
         }
     }
 
     async fn read<R: Send + 'static>(&self, job: Job<R>) -> Result<R> {
-        let mut conn = PgRead { conn: self.pool.acquire().await? };
+        let mut conn = PgConn { conn: self.pool.acquire().await?, head: None };
         job(&mut conn).await
     }
 
@@ -101,13 +102,9 @@ impl Backend for PostgresBackend {
     }
 }
 
-struct PgTx {
-    tx: Transaction<'static, Postgres>,
+struct PgConn<C> {
+    conn: C,
     head: Option<i64>,
-}
-
-struct PgRead {
-    conn: sqlx::pool::PoolConnection<Postgres>,
 }
 
 fn bind<'q>(
@@ -143,59 +140,30 @@ fn row_of(row: &PgRow, names: &std::sync::Arc<[String]>) -> Result<Row> {
     Ok(Row { names: names.clone(), values })
 }
 
-async fn execute(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<u64> {
-    let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
-    Ok(q.execute(conn).await?.rows_affected())
-}
-
-async fn query(conn: &mut PgConnection, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-    let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
-    let rows = q.fetch_all(conn).await?;
-    let Some(first) = rows.first() else { return Ok(Vec::new()) };
-    let names: std::sync::Arc<[String]> = first.columns().iter().map(|c| c.name().to_string()).collect();
-    rows.iter().map(|r| row_of(r, &names)).collect()
-}
-
-async fn script(conn: &mut PgConnection, sql: &str) -> Result<()> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(conn).await?;
-    Ok(())
-}
-
+/// The core's connection on PostgreSQL: a transaction (writes) or a pooled connection
+/// (reads), with the head it appended.
 #[async_trait]
-impl Conn for PgTx {
+impl<C: DerefMut<Target = PgConnection> + Send> Conn for PgConn<C> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        execute(&mut self.tx, sql, params).await
+        let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
+        Ok(q.execute(&mut *self.conn).await?.rows_affected())
     }
     async fn execute_script(&mut self, sql: &str) -> Result<()> {
-        script(&mut self.tx, sql).await
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut *self.conn).await?;
+        Ok(())
     }
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        query(&mut self.tx, sql, params).await
+        let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
+        let rows = q.fetch_all(&mut *self.conn).await?;
+        let Some(first) = rows.first() else { return Ok(Vec::new()) };
+        let names: std::sync::Arc<[String]> = first.columns().iter().map(|c| c.name().to_string()).collect();
+        rows.iter().map(|r| row_of(r, &names)).collect()
     }
     fn appended(&mut self, seq: i64) {
         self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
-    }
-}
-
-#[async_trait]
-impl Conn for PgRead {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        execute(&mut self.conn, sql, params).await
-    }
-    async fn execute_script(&mut self, sql: &str) -> Result<()> {
-        script(&mut self.conn, sql).await
-    }
-    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        query(&mut self.conn, sql, params).await
-    }
-    fn appended(&mut self, _seq: i64) {
-        // Reads append nothing.
     }
 }
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::escalation::apply_steps;
-use super::events::{append, append_one};
+use super::events::append_one;
 use super::rows::{INCIDENT_COLUMNS, incident_from_row, load_incident, load_with_audience};
 use super::{Conn, Value, placeholders};
 use crate::domain::admission::{self, Admission, Candidate, Existing};
@@ -274,7 +274,7 @@ pub async fn close(c: &mut dyn Conn, close: CloseRecord) -> Result<ChangeOutcome
     let incident = load_incident(c, close.incident).await?.ok_or_else(|| anyhow::anyhow!("incident vanished"))?;
     let kind = if close.state == State::Resolved { EventType::Resolved } else { EventType::Cancelled };
     let event = NewEvent::closed(kind, &incident, &close.by, close.reason.as_deref());
-    let seq = append(c, &[(event, at)]).await?.unwrap_or_default();
+    let seq = append_one(c, event, at).await?;
     Ok(ChangeOutcome::Changed { incident, seq })
 }
 

@@ -99,14 +99,6 @@ impl From<uuid::Uuid> for Value {
     }
 }
 
-/// Builds a parameter list: `params![a, b, c]`.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! sql_params {
-    ($($v:expr),* $(,)?) => { vec![$($crate::store::sql::Value::from($v)),*] };
-}
-pub use crate::sql_params as params;
-
 /// One result row: column names shared by the rows of a result, values by position.
 #[derive(Debug, Clone)]
 pub struct Row {
