@@ -120,7 +120,7 @@ async fn run(phase: &str, a: &Args) {
         hub.raise(&officer, &request, None, b"").await.expect("raise");
     }
     let loaded_in = started.elapsed();
-    let pending = hub.store.pending_timers().await.expect("pending");
+    let pending = store.pending_timers().await.expect("pending");
     let rss_loaded = rss_kib();
     let db_bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(dir.path().join("timers.db-wal")).map(|m| m.len()).unwrap_or(0);
@@ -143,7 +143,7 @@ async fn run(phase: &str, a: &Args) {
     let mut load = Vec::new();
     if phase == "fan-out" {
         let token = focalpoint::auth::secret::generate();
-        hub.store.insert_token(&focalpoint::auth::secret::hash(&token), "my-drugs", "bench").await.expect("token");
+        store.insert_token(&focalpoint::auth::secret::hash(&token), "my-drugs", "bench").await.expect("token");
         for _ in 0..a.clients {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
             let mut req = format!("ws://{addr}/api/v1/stream").into_client_request().expect("request");

@@ -15,10 +15,10 @@
 //! | [`config`] | layered configuration: `config/focalpoint.toml` + `FOCALPOINT__SECTION__KEY` |
 //! | [`telemetry`] | tracing subscriber and the Prometheus recorder |
 //! | [`directory`] | the network file: parties, fields, focal points, escalation policies |
-//! | [`domain`] | incidents, events, principals and the one visibility function (TLP) |
+//! | [`domain`] | incidents, events, principals, the one visibility function (TLP), admission rules and the pure escalation planner |
 //! | [`commands`] | what a principal may do: raise, acknowledge, note, resolve, cancel, escalate |
 //! | [`clock`] | the engine's notion of now: system clock, or a manual one in scenario tests |
-//! | [`engine`] | escalation planner and engine (persisted timers, steps, unanswered alarms) and the outbox dispatcher |
+//! | [`engine`] | the escalation engine (persisted timers, steps, unanswered alarms) and the outbox dispatcher |
 //! | [`store`] | traits by concern (event log, timers, outbox, ack links, credentials, secrets, inbound ids), one SQL core, SQLite (embedded, one writer thread) and PostgreSQL (cluster) backends |
 //! | [`bus`] | "new events up to seq N" between the store and the live feeds: in-process or Redis |
 //! | [`channels`] | gateways that send pages (SMS, email, bot webhooks), their text per language and TLP, inbound-hook helpers |
@@ -26,6 +26,7 @@
 //! | [`auth`] | tokens, passwords, sessions, sign-in rate limiting |
 //! | [`api`] | the HTTP/WebSocket contract (`/api/v1/…`, health, metrics, dashboard) |
 //! | [`cli`] | the `focalpoint` subcommands |
+//! | [`crypto`] | the process-wide TLS provider, installed once |
 //! | [`startup`] | wiring: opens the store, starts the background tasks, serves |
 
 pub mod api;
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod directory;
 pub mod domain;
 pub mod engine;

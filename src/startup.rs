@@ -24,12 +24,6 @@ use crate::feed::Feed;
 use crate::store::Store;
 use crate::telemetry;
 
-/// Installs the ring provider for rustls once per process; building a TLS client without
-/// it panics.
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// A hub ready to serve: bound, wired, not yet accepting.
 pub struct Application {
     listener: TcpListener,
@@ -39,7 +33,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        install_crypto();
+        crate::crypto::install();
         let directory =
             Arc::new(Directory::load(&settings.network.file).map_err(|e| anyhow::anyhow!("{}", e.report()))?);
         let store = crate::store::open(&settings.store.url, settings.store.sqlite_synchronous == "full").await?;
@@ -53,7 +47,7 @@ impl Application {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        install_crypto();
+        crate::crypto::install();
         let addr = settings.listen_addr()?;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         // Redis between replicas when configured; a PostgreSQL store is shared, so
@@ -91,14 +85,7 @@ impl Application {
         };
         Dispatcher::new(store.clone(), directory.clone(), bus.clone(), clock.clone(), gateways, dispatch)
             .spawn(shutdown_rx.clone());
-        let hub = Hub {
-            store: store.clone(),
-            directory: directory.clone(),
-            bus,
-            clock,
-            engine,
-            limits: settings.limits.clone(),
-        };
+        let hub = Hub::new(store.clone(), directory.clone(), bus, clock, engine, settings.limits.clone());
         let limits = &settings.limits;
         let state = AppState::new(AppInner {
             hub,
@@ -115,6 +102,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The store this hub writes to: for the CLI's first-run hint, tests and benchmarks.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.auth.store.clone()
     }
 
     pub fn hub(&self) -> Hub {

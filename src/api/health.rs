@@ -20,14 +20,13 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when the store answers; the bus's state is reported (a degraded bus still serves,
 /// by polling the store).
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let store_ok =
-        tokio::time::timeout(std::time::Duration::from_secs(2), app.hub.store.ping()).await.is_ok_and(|r| r.is_ok());
-    let bus_ok = app.hub.bus.healthy();
+    let ready = app.hub.readiness().await;
+    let (store_ok, bus_ok) = (ready.store_ok, ready.bus_ok);
     let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if !store_ok { "unavailable" } else if bus_ok { "ready" } else { "degraded" },
         "store": if store_ok { "ok" } else { "unreachable" },
-        "bus": { "kind": app.hub.bus.name(), "state": if bus_ok { "ok" } else { "degraded" } },
+        "bus": { "kind": ready.bus, "state": if bus_ok { "ok" } else { "degraded" } },
         "feed_seq": app.feed.delivered(),
     });
     (status, Json(body))

@@ -19,11 +19,9 @@ use axum::routing::{get, post};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::secret;
 use crate::channels::compose::escape_html;
 use crate::channels::twilio;
-use crate::commands::CommandError;
-use crate::domain::principal::Principal;
+use crate::commands::{AckLink, CommandError, LinkAck, SmsReply};
 use crate::telemetry::names;
 
 /// Twilio's form posts are small; nothing larger is read.
@@ -116,43 +114,31 @@ async fn handle_sms(app: &AppState, uri: &Uri, headers: &HeaderMap, body: &[u8])
     let sid = message_sid(&params)?;
     let from = param(&params, "From").filter(|f| f.len() <= 32).unwrap_or("");
     let text = param(&params, "Body").unwrap_or("");
-    let hub = &app.hub;
-    if !hub.store.first_inbound_message(sid, hub.clock.now()).await? {
-        tracing::info!(sid, "inbound SMS replayed; ignored");
-        return Ok(None);
-    }
-    let Some(fp) = hub.directory.focal_point_by_phone(from) else {
-        return Ok(Some("This number is not registered with focalpoint.".into()));
-    };
     let reference = if text.chars().count() <= MAX_SMS_BODY { twilio::parse_reply(text) } else { None };
-    let Some(reference) = reference else {
-        return Ok(Some("To acknowledge, reply ACK followed by the incident ref, e.g. ACK K7Q9.".into()));
+    let wanted = reference.clone().unwrap_or_default();
+    let reply = match app.hub.sms_reply(sid, from, reference).await {
+        Ok(reply) => reply,
+        Err(CommandError::Internal(e)) => {
+            tracing::error!(error = %e, reference = %wanted, "SMS acknowledgement failed");
+            return Ok(Some(format!("Sorry, {wanted} could not be acknowledged just now. Please try again.")));
+        }
+        Err(e) => return Err(e.into()),
     };
-    let not_paged = || Ok(Some(format!("No open incident {reference} was paged to you.")));
-    let Some(id) = hub.store.active_incident_by_ref(&reference).await? else {
-        return not_paged();
-    };
-    // Only a focal point the hub paged for this incident may acknowledge it by SMS.
-    if !hub.store.pages(id).await?.iter().any(|p| p.focal_point == fp.id) {
-        return not_paged();
-    }
-    let principal = Principal::from_focal_point(fp, &hub.directory);
-    let party = principal.party.clone();
-    match hub.acknowledge(&principal, id, "sms").await {
-        Ok(result) if result.newly_acknowledged => {
+    Ok(match reply {
+        SmsReply::Replayed => None,
+        SmsReply::Unregistered => Some("This number is not registered with focalpoint.".into()),
+        SmsReply::NotAnAck => Some("To acknowledge, reply ACK followed by the incident ref, e.g. ACK K7Q9.".into()),
+        SmsReply::NotPaged { reference } => Some(format!("No open incident {reference} was paged to you.")),
+        SmsReply::Acknowledged { reference, party, .. } => {
             metrics::counter!(names::INBOUND_ACKS, "channel" => "sms").increment(1);
-            tracing::info!(incident = %id, focal_point = %fp.id, %party, "acknowledged by SMS reply");
-            Ok(Some(format!("Acknowledged {reference} for {party}. Thank you.")))
+            Some(format!("Acknowledged {reference} for {party}. Thank you."))
         }
-        Ok(_) => Ok(Some(format!("{reference} was already acknowledged for {party}."))),
-        Err(CommandError::NotFound) => not_paged(),
-        Err(CommandError::Conflict { .. }) => Ok(Some(format!("{reference} is closed; nothing to acknowledge."))),
-        Err(CommandError::Forbidden(m)) => Ok(Some(format!("You cannot acknowledge {reference}: {m}."))),
-        Err(e) => {
-            tracing::error!(incident = %id, error = %e, "SMS acknowledgement failed");
-            Ok(Some(format!("Sorry, {reference} could not be acknowledged just now. Please try again.")))
+        SmsReply::AlreadyAcknowledged { reference, party } => {
+            Some(format!("{reference} was already acknowledged for {party}."))
         }
-    }
+        SmsReply::Closed { reference } => Some(format!("{reference} is closed; nothing to acknowledge.")),
+        SmsReply::Forbidden { reference, reason } => Some(format!("You cannot acknowledge {reference}: {reason}.")),
+    })
 }
 
 async fn status_callback(
@@ -166,7 +152,7 @@ async fn status_callback(
     let status = param(&params, "MessageStatus")
         .filter(|s| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_lowercase()))
         .ok_or_else(|| ApiError::bad_request("bad_message_status", "MessageStatus is missing or malformed"))?;
-    app.hub.store.page_status(sid, status, app.hub.clock.now()).await?;
+    app.hub.delivery_status(sid, status).await?;
     Ok(StatusCode::OK)
 }
 
@@ -200,46 +186,30 @@ fn invalid_link() -> Response {
     html(StatusCode::NOT_FOUND, "Link not valid", "<p>This acknowledgement link is not valid.</p>")
 }
 
-/// The token's record and its incident, or the page to show instead.
-async fn lookup(
-    app: &AppState,
-    token: &str,
-) -> Result<(crate::store::AckToken, crate::domain::incident::Incident), Response> {
-    if !secret::looks_like_secret(token) {
-        return Err(invalid_link());
-    }
-    let found = app.hub.store.ack_token(&secret::hash(token)).await.map_err(|e| ApiError::from(e).into_response())?;
-    let Some(record) = found else { return Err(invalid_link()) };
-    match app.hub.store.incident(record.incident).await {
-        Ok(Some((incident, _))) => Ok((record, incident)),
-        Ok(None) => Err(invalid_link()),
-        Err(e) => Err(ApiError::from(e).into_response()),
-    }
-}
-
 /// What the link is about: a pointer only, whatever the TLP label.
-fn pointer(incident: &crate::domain::incident::Incident, party: &str) -> String {
+fn pointer(link: &AckLink) -> String {
     format!(
         "<p>Incident <strong>{}</strong>, severity {}, for party {}.</p>",
-        escape_html(&incident.reference),
-        escape_html(&incident.severity.to_string().to_uppercase()),
-        escape_html(party)
+        escape_html(&link.reference),
+        escape_html(&link.severity.to_string().to_uppercase()),
+        escape_html(&link.party)
     )
 }
 
 async fn ack_form(State(app): State<AppState>, Path(token): Path<String>) -> Response {
-    let (record, incident) = match lookup(&app, &token).await {
-        Ok(found) => found,
-        Err(page) => return page,
+    let link = match app.hub.ack_link(&token).await {
+        Ok(Some(link)) => link,
+        Ok(None) => return invalid_link(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
-    let what = pointer(&incident, &record.party);
-    if record.used {
+    let what = pointer(&link);
+    if link.used {
         return html(StatusCode::OK, "Link already used", &format!("{what}<p>This link was already used.</p>"));
     }
-    if !incident.state.is_active() {
-        return html(StatusCode::OK, "Incident closed", &format!("{what}<p>It is {}.</p>", incident.state));
+    if !link.state.is_active() {
+        return html(StatusCode::OK, "Incident closed", &format!("{what}<p>It is {}.</p>", link.state));
     }
-    if incident.party_state(&record.party).is_some_and(|p| p.acknowledged) {
+    if link.acknowledged {
         return html(StatusCode::OK, "Already acknowledged", &format!("{what}<p>It is already acknowledged.</p>"));
     }
     html(
@@ -247,46 +217,40 @@ async fn ack_form(State(app): State<AppState>, Path(token): Path<String>) -> Res
         "Acknowledge incident",
         &format!(
             "{what}<form method=\"post\"><button type=\"submit\">Acknowledge for {}</button></form>",
-            escape_html(&record.party)
+            escape_html(&link.party)
         ),
     )
 }
 
 async fn ack_submit(State(app): State<AppState>, Path(token): Path<String>) -> Response {
-    let (record, incident) = match lookup(&app, &token).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    let what = pointer(&incident, &record.party);
-    let hub = &app.hub;
-    match hub.store.consume_ack_token(&secret::hash(&token), hub.clock.now()).await {
-        Ok(true) => {}
-        Ok(false) if !incident.state.is_active() => {
-            return html(StatusCode::CONFLICT, "Incident closed", &format!("{what}<p>It is {}.</p>", incident.state));
-        }
-        Ok(false) => {
-            return html(
-                StatusCode::CONFLICT,
-                "Link already used",
-                &format!("{what}<p>This link was already used.</p>"),
-            );
-        }
+    let outcome = match app.hub.ack_by_link(&token).await {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => return invalid_link(),
         Err(e) => return ApiError::from(e).into_response(),
-    }
-    let Some(fp) = hub.directory.focal_point(&record.focal_point) else { return invalid_link() };
-    let principal = Principal::from_focal_point(fp, &hub.directory);
-    match hub.acknowledge(&principal, record.incident, "email").await {
-        Ok(result) if result.newly_acknowledged => {
+    };
+    match outcome {
+        LinkAck::Acknowledged(link) => {
             metrics::counter!(names::INBOUND_ACKS, "channel" => "email").increment(1);
-            tracing::info!(incident = %record.incident, focal_point = %fp.id, "acknowledged by email link");
-            html(StatusCode::OK, "Acknowledged", &format!("{what}<p>Acknowledged. Thank you.</p>"))
+            html(StatusCode::OK, "Acknowledged", &format!("{}<p>Acknowledged. Thank you.</p>", pointer(&link)))
         }
-        Ok(_) => html(StatusCode::OK, "Already acknowledged", &format!("{what}<p>It was already acknowledged.</p>")),
-        Err(CommandError::Conflict { .. }) => {
-            html(StatusCode::CONFLICT, "Incident closed", &format!("{what}<p>Nothing to acknowledge.</p>"))
+        LinkAck::AlreadyAcknowledged(link) => html(
+            StatusCode::OK,
+            "Already acknowledged",
+            &format!("{}<p>It was already acknowledged.</p>", pointer(&link)),
+        ),
+        LinkAck::Used(link) => html(
+            StatusCode::CONFLICT,
+            "Link already used",
+            &format!("{}<p>This link was already used.</p>", pointer(&link)),
+        ),
+        LinkAck::Closed(link) => html(
+            StatusCode::CONFLICT,
+            "Incident closed",
+            &format!("{}<p>It is {}; nothing to acknowledge.</p>", pointer(&link), link.state),
+        ),
+        LinkAck::Forbidden => {
+            html(StatusCode::FORBIDDEN, "Not allowed", "<p>You may not acknowledge this incident.</p>")
         }
-        Err(CommandError::Internal(e)) => ApiError::Internal(e).into_response(),
-        Err(_) => html(StatusCode::FORBIDDEN, "Not allowed", "<p>You may not acknowledge this incident.</p>"),
     }
 }
 

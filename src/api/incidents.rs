@@ -61,7 +61,7 @@ async fn list(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     // Read the head before the list: a client that streams `after` this seq misses nothing.
-    let seq = app.hub.store.head_seq().await?;
+    let seq = app.hub.head_seq().await?;
     let page = app.hub.list(&me, &q).await?;
     Ok(Json(json!({
         "seq": seq,

@@ -14,7 +14,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn network(State(app): State<AppState>, Caller(me, _): Caller) -> ApiResult<Json<Value>> {
-    let d = &app.hub.directory;
+    let d = app.hub.directory();
     let parties: Vec<Value> = d
         .parties()
         .iter()

@@ -7,14 +7,13 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Caller, JsonBody};
-use crate::auth::{SESSION_COOKIE, password, secret};
+use crate::auth::{SESSION_COOKIE, password};
 use crate::telemetry::names;
 
 pub fn router() -> Router<AppState> {
@@ -49,25 +48,15 @@ async fn sign_in(
         tracing::warn!(account = %id, %address, "sign-in rate-limited");
         return Err(ApiError::TooManyRequests);
     }
-    // Unknown accounts are verified against a dummy hash: same answer, same time.
-    let principal = app.auth.principal(&id);
-    let stored = match &principal {
-        Some(_) => app.hub.store.password_hash(&id).await?,
-        None => None,
-    };
-    if !password::verify(given, stored).await {
+    let Some(me) = app.auth.check_password(&id, given).await? else {
         app.limiter.record_failure(&id, &address);
         metrics::counter!(names::SIGNIN_FAILURES, "reason" => "bad_credentials").increment(1);
         tracing::info!(account = %id, %address, "sign-in failed");
         return Err(ApiError::Unauthorized);
-    }
-    let Some(me) = principal else {
-        return Err(ApiError::Unauthorized);
     };
     app.limiter.record_success(&id);
-    let session = secret::generate();
     let hours = i64::from(app.settings.server.session_hours.max(1));
-    app.hub.store.insert_session(&secret::hash(&session), &me.id, Utc::now() + chrono::Duration::hours(hours)).await?;
+    let session = app.auth.open_session(&me, hours).await?;
     tracing::info!(account = %me.id, %address, "signed in");
     let secure = if app.settings.server.secure_cookies { "; Secure" } else { "" };
     let cookie =
@@ -86,7 +75,7 @@ async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<
     let mut parts = parts;
     parts.headers = headers;
     if let Some(session) = super::extract::session_cookie(&parts) {
-        app.hub.store.delete_session(&secret::hash(session)).await?;
+        app.auth.close_session(session).await?;
     }
     let mut response = Json(json!({ "signed_out": true })).into_response();
     response.headers_mut().insert(

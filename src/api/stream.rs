@@ -225,7 +225,7 @@ async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i6
     // `last` is the highest seq handled (sent or skipped); `sent` the last one sent.
     let mut last = match after {
         Some(a) => a,
-        None => match app.hub.store.head_seq().await {
+        None => match app.hub.head_seq().await {
             Ok(head) => head,
             Err(e) => {
                 tracing::warn!(error = %e, "stream could not read the head");

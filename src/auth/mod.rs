@@ -23,6 +23,31 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// The principal `id` if `given` is its password. Unknown accounts are verified
+    /// against a dummy hash: same answer, same time.
+    pub async fn check_password(&self, id: &str, given: String) -> anyhow::Result<Option<Principal>> {
+        let principal = self.principal(id);
+        let stored = match &principal {
+            Some(_) => self.store.password_hash(id).await?,
+            None => None,
+        };
+        Ok(if password::verify(given, stored).await { principal } else { None })
+    }
+
+    /// Opens a session for `principal` lasting `hours`; returns the cookie's secret (only
+    /// its hash is stored).
+    pub async fn open_session(&self, principal: &Principal, hours: i64) -> anyhow::Result<String> {
+        let session = secret::generate();
+        self.store
+            .insert_session(&secret::hash(&session), &principal.id, Utc::now() + chrono::Duration::hours(hours))
+            .await?;
+        Ok(session)
+    }
+
+    pub async fn close_session(&self, session: &str) -> anyhow::Result<()> {
+        self.store.delete_session(&secret::hash(session)).await
+    }
+
     /// The principal behind a bearer token, if the token is valid and its focal point is
     /// still in the directory.
     pub async fn by_token(&self, token: &str) -> anyhow::Result<Option<Principal>> {

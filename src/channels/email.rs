@@ -44,7 +44,7 @@ impl SmtpGateway {
         if tokio::runtime::Handle::try_current().is_err() {
             anyhow::bail!("the SMTP gateway must be built inside a Tokio runtime (its pool runs a task)");
         }
-        crate::startup::install_crypto();
+        crate::crypto::install();
         let host = settings.host.as_str();
         if host.is_empty() {
             anyhow::bail!("email.host is empty");

@@ -211,7 +211,7 @@ pub(crate) fn refuse_outsider(page: &Page) -> Result<(), SendError> {
 /// Builds the HTTP client for the HTTP gateways: no redirects (a signed request must not
 /// be replayed elsewhere, and Twilio never redirects), the given overall timeout.
 pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    crate::startup::install_crypto();
+    crate::crypto::install();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)

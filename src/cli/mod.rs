@@ -118,7 +118,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    crate::startup::install_crypto();
+    crate::crypto::install();
     match &cli.command {
         Command::Serve => serve(settings(&cli)?).await,
         Command::Network { command: NetworkCommand::Check { file } } => {
@@ -158,8 +158,8 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     // The first line on stdout names the address, so scripts and tests can find a port-0 hub.
     println!("focalpoint listening on http://{addr}");
     tracing::info!(%addr, store = %settings.store.url, network = %settings.network.file.display(),
-        parties = hub.directory.parties().len(), focal_points = hub.directory.focal_points().len(), "hub started");
-    if hub.store.credential_count().await? == 0 {
+        parties = hub.directory().parties().len(), focal_points = hub.directory().focal_points().len(), "hub started");
+    if app.store().credential_count().await? == 0 {
         println!(
             "No credentials yet. Give people and scripts access with, for example:\n  \
              focalpoint token issue th-duty      # prints an API token for Thailand's duty officer\n  \

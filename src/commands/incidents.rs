@@ -5,11 +5,11 @@ use uuid::Uuid;
 
 use super::{CommandError, CommandResult, Hub};
 use crate::domain::incident::{Incident, Originator, State};
+use crate::domain::plan::plan_raise;
 use crate::domain::principal::Principal;
 use crate::domain::raise::RaiseRequest;
 use crate::domain::reference;
 use crate::domain::visibility::Audience;
-use crate::engine::plan::plan_raise;
 use crate::store::{AckOutcome, AckRecord, ChangeOutcome, CloseRecord, NoteRecord, RaiseOutcome, RaiseRecord};
 use crate::telemetry::names;
 

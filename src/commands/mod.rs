@@ -2,6 +2,7 @@
 //! The API, the CLI and (later) the SMS and email channels all act through [`Hub`].
 
 mod escalate;
+mod inbound;
 mod incidents;
 mod queries;
 
@@ -16,18 +17,29 @@ use crate::domain::visibility::{self, Audience};
 use crate::engine::escalation::EscalationEngine;
 use crate::store::{Store, Viewer};
 
+pub use inbound::{AckLink, LinkAck, SmsReply};
 pub use incidents::{AckResult, Raised};
 pub use queries::ListRequest;
 
-/// The hub's command and query surface.
+/// The hub's command and query surface. Its parts are private: the API and the CLI act
+/// only through its methods, so every rule they rely on lives in this module.
 #[derive(Clone)]
 pub struct Hub {
-    pub store: Arc<dyn Store>,
-    pub directory: Arc<Directory>,
-    pub bus: Arc<dyn Bus>,
-    pub clock: Arc<dyn Clock>,
-    pub engine: Arc<EscalationEngine>,
-    pub limits: Limits,
+    store: Arc<dyn Store>,
+    directory: Arc<Directory>,
+    bus: Arc<dyn Bus>,
+    clock: Arc<dyn Clock>,
+    engine: Arc<EscalationEngine>,
+    limits: Limits,
+}
+
+/// Whether this node can serve: the store answers; the bus may be degraded (the feed
+/// then polls the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub store_ok: bool,
+    pub bus: &'static str,
+    pub bus_ok: bool,
 }
 
 /// Why a command was refused. The API maps each to a status code and never shows
@@ -56,6 +68,29 @@ impl CommandError {
 pub type CommandResult<T> = Result<T, CommandError>;
 
 impl Hub {
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: Arc<Directory>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+        engine: Arc<EscalationEngine>,
+        limits: Limits,
+    ) -> Hub {
+        Hub { store, directory, bus, clock, engine, limits }
+    }
+
+    /// The network file as loaded: parties, fields, focal points and policies.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub async fn readiness(&self) -> Readiness {
+        // A store that hangs is as unready as one that fails; two seconds bounds the probe.
+        let store_ok =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await.is_ok_and(|r| r.is_ok());
+        Readiness { store_ok, bus: self.bus.name(), bus_ok: self.bus.healthy() }
+    }
+
     pub fn viewer(principal: &Principal) -> Viewer {
         Viewer { id: principal.id.clone(), keys: visibility::viewer_keys(principal) }
     }

@@ -3,11 +3,12 @@
 use uuid::Uuid;
 
 use super::{CommandError, CommandResult, Hub};
+use crate::directory::Role;
 use crate::domain::event::Event;
 use crate::domain::incident::{Incident, State};
 use crate::domain::principal::Principal;
 use crate::domain::visibility;
-use crate::store::{IncidentPage, IncidentQuery};
+use crate::store::{ChainReport, IncidentPage, IncidentQuery};
 
 /// Query parameters of `GET /api/v1/incidents`, as given.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -25,6 +26,21 @@ pub struct ListRequest {
 }
 
 impl Hub {
+    /// The seq of the last committed event. Read before a list, it is where a client's
+    /// stream resumes without missing anything.
+    pub async fn head_seq(&self) -> CommandResult<i64> {
+        Ok(self.store.head_seq().await?)
+    }
+
+    /// Walks the audit trail's hash chain. For auditors and admins; the report shows no
+    /// incident content.
+    pub async fn verify_chain(&self, principal: &Principal) -> CommandResult<ChainReport> {
+        if !(principal.has_role(Role::Auditor) || principal.has_role(Role::Admin)) {
+            return Err(CommandError::Forbidden("only auditors and admins verify the audit trail".into()));
+        }
+        Ok(self.store.verify_chain().await?)
+    }
+
     pub async fn incident(&self, principal: &Principal, id: Uuid) -> CommandResult<(Incident, Vec<Event>)> {
         let (incident, _) = self.visible(principal, id).await?;
         let keys = visibility::viewer_keys(principal);

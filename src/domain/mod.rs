@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod event;
 pub mod incident;
+pub mod plan;
 pub mod principal;
 pub mod raise;
 pub mod reference;

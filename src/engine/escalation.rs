@@ -17,7 +17,7 @@ use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::domain::incident::EscalationState;
-use crate::engine::plan::{StepPlan, plan_step};
+use crate::domain::plan::{StepPlan, plan_step};
 use crate::store::{FireOutcome, Store, TimerKey};
 use crate::telemetry::names;
 

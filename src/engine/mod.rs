@@ -3,4 +3,3 @@
 
 pub mod dispatch;
 pub mod escalation;
-pub mod plan;

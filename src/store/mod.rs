@@ -35,8 +35,8 @@ pub use records::*;
 
 use crate::domain::event::Event;
 use crate::domain::incident::Incident;
+use crate::domain::plan::StepPlan;
 use crate::domain::visibility::Audience;
-use crate::engine::plan::StepPlan;
 
 pub type Result<T> = anyhow::Result<T>;
 

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::domain::event::Event;
 use crate::domain::incident::{Incident, State};
+use crate::domain::plan::StepPlan;
 use crate::domain::visibility::Audience;
-use crate::engine::plan::StepPlan;
 
 /// A raise, ready to be stored. `incident.reference` is a proposal: the store replaces it
 /// if another active incident holds it.

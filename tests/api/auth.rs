@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 async fn set_password(app: &TestApp, id: &str, password: &str) {
     let phc = focalpoint::auth::password::hash(password).expect("hash");
-    app.hub.store.set_password(id, &phc).await.expect("stored");
+    app.store.set_password(id, &phc).await.expect("stored");
 }
 
 #[tokio::test]

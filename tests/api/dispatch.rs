@@ -145,7 +145,7 @@ impl Paging {
 
     pub async fn outbox(&self, id: &str) -> Vec<OutboxPage> {
         let id = uuid::Uuid::parse_str(id).expect("uuid");
-        self.app.hub.store.outbox_pages(id).await.expect("outbox")
+        self.app.store.outbox_pages(id).await.expect("outbox")
     }
 
     /// The page of `focal_point` on `channel` at step 0.
@@ -351,7 +351,7 @@ async fn bots_get_signed_escalations(backend: Backend) {
     assert_eq!(esc.status(), 200);
     wait_until(|| async { p.twilio.requests().iter().any(|r| r.path == "/bot/my-bot") }).await;
     let call = p.twilio.requests().into_iter().find(|r| r.path == "/bot/my-bot").expect("bot call");
-    let key = p.app.hub.store.instance_secret("webhook.signing_key", "unused").await.expect("key");
+    let key = p.app.store.instance_secret("webhook.signing_key", "unused").await.expect("key");
     let secret = focalpoint::channels::webhook::derive_secret(&key, "my-bot");
     let header = |n: &str| call.headers.get(n).and_then(|v| v.to_str().ok()).expect("header").to_string();
     let ts: i64 = header("X-Focalpoint-Timestamp").parse().expect("timestamp");

@@ -57,7 +57,7 @@ fn deliveries(twilio: &FakeTwilio, refs: &[String]) -> HashMap<String, usize> {
 
 #[tokio::test]
 async fn pages_in_flight_at_kill_9_are_sent_after_restart() {
-    focalpoint::startup::install_crypto();
+    focalpoint::crypto::install();
     let twilio = FakeTwilio::start().await;
     twilio.set_delay(Duration::from_millis(700));
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use focalpoint::auth::secret;
 use focalpoint::clock::{Clock, ManualClock};
-use focalpoint::commands::Hub;
 use focalpoint::config::Settings;
 use focalpoint::directory::Directory;
 use focalpoint::startup::Application;
@@ -116,7 +115,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
-    pub hub: Hub,
+    /// The hub's store, for assertions on what was committed.
+    pub store: Arc<dyn Store>,
     /// The database the hub runs on; pass it to [`TestAppBuilder::database`] to start
     /// another hub on the same store.
     pub database: Database,
@@ -235,7 +235,7 @@ impl TestApp {
     /// Serves a built hub in the background.
     pub fn serve(app: Application, database: Database) -> Arc<TestApp> {
         let addr = app.local_addr();
-        let hub = app.hub();
+        let store = app.store();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stop_rx.await;
@@ -244,7 +244,7 @@ impl TestApp {
             addr,
             base: format!("http://{addr}"),
             http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
-            hub,
+            store,
             database,
             tokens: Mutex::new(HashMap::new()),
             stop: Mutex::new(Some(stop_tx)),
@@ -257,7 +257,7 @@ impl TestApp {
             return t.clone();
         }
         let token = secret::generate();
-        self.hub.store.insert_token(&secret::hash(&token), id, "test").await.expect("token stored");
+        self.store.insert_token(&secret::hash(&token), id, "test").await.expect("token stored");
         self.tokens.lock().expect("lock").insert(id.to_string(), token.clone());
         token
     }
@@ -301,12 +301,12 @@ impl TestApp {
     /// Events other than the dispatcher's `notification.*` (which follow pages in the
     /// background): what a request may or may not have changed.
     pub async fn changes(&self) -> usize {
-        let events = self.hub.store.events_after(0, 1_000_000).await.expect("events");
+        let events = self.store.events_after(0, 1_000_000).await.expect("events");
         events.iter().filter(|f| !f.event.kind.as_str().starts_with("notification.")).count()
     }
 
     pub async fn head(&self) -> i64 {
-        self.hub.store.head_seq().await.expect("head")
+        self.store.head_seq().await.expect("head")
     }
 
     pub async fn stream(&self, who: &str, after: Option<i64>) -> Stream {
@@ -466,7 +466,7 @@ impl Drop for TestApp {
 /// An HTTP client for tests that talk to hub processes (installs the TLS provider first:
 /// reqwest panics without one).
 pub fn http() -> reqwest::Client {
-    focalpoint::startup::install_crypto();
+    focalpoint::crypto::install();
     reqwest::Client::builder().timeout(WAIT).build().expect("client")
 }
 

@@ -149,8 +149,7 @@ pub async fn scenario(backend: Backend) -> Scenario {
 /// (focal point, channel) pages of one step of one party.
 pub async fn pages(app: &TestApp, id: &str, party: &str, step: u32, loop_: u32) -> BTreeSet<(String, String)> {
     let id = uuid::Uuid::parse_str(id).expect("uuid");
-    app.hub
-        .store
+    app.store
         .pages(id)
         .await
         .expect("pages")
@@ -228,10 +227,10 @@ async fn each_step_pages_exactly_its_targets_then_loops_then_alarms(backend: Bac
     assert_eq!(page["data"]["reason"], "unanswered");
 
     // Exhausted: nothing more is pending and nothing more happens.
-    assert_eq!(s.app.hub.store.pending_timers().await.expect("count"), 0);
+    assert_eq!(s.app.store.pending_timers().await.expect("count"), 0);
     let got: Value = s.app.get("th-duty", &format!("/api/v1/incidents/{id}")).await.json().await.expect("json");
     assert_eq!(got["party_states"][0]["escalation"]["state"], "exhausted");
-    let all = s.app.hub.store.pages(uuid::Uuid::parse_str(id).expect("uuid")).await.expect("pages");
+    let all = s.app.store.pages(uuid::Uuid::parse_str(id).expect("uuid")).await.expect("pages");
     // Two loops of (3 + 2 + 2) pages, then the alarm: th-duty on dashboard and email, the
     // two coordinators on the dashboard.
     assert_eq!(all.len(), 2 * (3 + 2 + 2) + 4, "exactly the pages of each step and the alarm");
@@ -264,16 +263,16 @@ async fn an_ack_stops_only_that_partys_escalation(backend: Backend) {
     assert_eq!(e["data"]["step"], 1);
     assert_eq!(pages(&s.app, id, "SG", 1, 0).await, set(&[("sg-l2", "dashboard")]));
     assert!(pages(&s.app, id, "MY", 1, 0).await.is_empty(), "MY acknowledged: no step 1 for MY");
-    assert_eq!(s.app.hub.store.pending_timers().await.expect("count"), 1, "only SG's next step is pending");
+    assert_eq!(s.app.store.pending_timers().await.expect("count"), 1, "only SG's next step is pending");
 }
 
 async fn resolving_stops_every_partys_escalation(backend: Backend) {
     let s = scenario(backend).await;
     let (_, inc) = s.app.raise("th-duty", &raise_body("amber", &["MY", "SG"])).await;
     let id = inc["id"].as_str().expect("id");
-    assert_eq!(s.app.hub.store.pending_timers().await.expect("count"), 2);
+    assert_eq!(s.app.store.pending_timers().await.expect("count"), 2);
     s.app.post("th-duty", &format!("/api/v1/incidents/{id}/resolve"), &json!({})).await;
-    assert_eq!(s.app.hub.store.pending_timers().await.expect("count"), 0);
+    assert_eq!(s.app.store.pending_timers().await.expect("count"), 0);
     let head = s.app.head().await;
     s.clock.advance(Duration::from_secs(3 * 3600));
     // Prove nothing fired: raise a marker and see it come right after the head.
@@ -314,14 +313,14 @@ async fn red_and_amber_strict_never_page_outside_their_audience(backend: Backend
         s.clock.advance(Duration::from_secs(900));
         officer.expect(if round == 0 { "incident.escalated" } else { "incident.unanswered" }, &red_id).await;
     }
-    let all = s.app.hub.store.pages(uuid::Uuid::parse_str(&red_id).expect("uuid")).await.expect("pages");
+    let all = s.app.store.pages(uuid::Uuid::parse_str(&red_id).expect("uuid")).await.expect("pages");
     let people: BTreeSet<String> = all.iter().map(|p| p.focal_point.clone()).collect();
     assert_eq!(
         people,
         ["my-l2", "th-duty"].iter().map(|s| s.to_string()).collect(),
         "red pages only its recipient and raiser"
     );
-    let strict = s.app.hub.store.pages(uuid::Uuid::parse_str(&strict_id).expect("uuid")).await.expect("pages");
+    let strict = s.app.store.pages(uuid::Uuid::parse_str(&strict_id).expect("uuid")).await.expect("pages");
     assert!(strict.iter().all(|p| p.focal_point.starts_with("my-") || p.focal_point == "th-duty"), "{strict:?}");
     assert!(!strict.is_empty());
     assert_eq!(s.app.get("cn-coord", &format!("/api/v1/incidents/{strict_id}")).await.status(), 404);
@@ -366,7 +365,7 @@ async fn two_engines_on_one_store_never_fire_a_step_twice(backend: Backend) {
     }
     // Both engines wake on the jump and race for the same 300 due steps.
     first.clock.advance(Duration::from_secs(300));
-    let store = &first.app.hub.store;
+    let store = &first.app.store;
     wait_until(|| async {
         store.pending_timers().await.map(|n| n == 300).unwrap_or(false) && fired(store, &ids).await == 300
     })

@@ -20,7 +20,7 @@ use super::{Conn, Row, Value, placeholders, tuples};
 use crate::directory::Channel;
 use crate::domain::admission::with_reference;
 use crate::domain::event::{from_millis, to_millis};
-use crate::engine::plan::StepPlan;
+use crate::domain::plan::StepPlan;
 use crate::store::{FireOutcome, PageRecord, Result, TimerKey};
 
 /// Items per `IN (…)` list.

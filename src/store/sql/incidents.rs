@@ -159,7 +159,7 @@ pub async fn raise(c: &mut dyn Conn, raise: RaiseRecord) -> Result<RaiseOutcome>
     }
     // Step 0 of every party: its events (with the final ref), pages and next timers. The
     // parties' escalation state went in with their rows above.
-    let items: Vec<(Uuid, String, &crate::engine::plan::StepPlan)> =
+    let items: Vec<(Uuid, String, &crate::domain::plan::StepPlan)> =
         escalation.iter().map(|p| (incident.id, incident.reference.clone(), p)).collect();
     let last = apply_steps(c, &items, at, false).await?.unwrap_or(raised_seq);
     Ok(RaiseOutcome::Created { incident, seq: last })

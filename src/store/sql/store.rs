@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{Backend, Write, credentials, escalation, events, incidents, job, outbox, rows};
 use crate::domain::event::Event;
 use crate::domain::incident::Incident;
+use crate::domain::plan::StepPlan;
 use crate::domain::visibility::Audience;
-use crate::engine::plan::StepPlan;
 use crate::store::*;
 
 /// The store on one backend.

@@ -31,11 +31,11 @@ use chrono::{DateTime, Utc};
 use focalpoint::commands::Hub;
 use focalpoint::directory::Directory;
 use focalpoint::domain::incident::{Incident, Originator, State};
+use focalpoint::domain::plan::{StepPlan, plan_raise, plan_step};
 use focalpoint::domain::principal::Principal;
 use focalpoint::domain::raise::RaiseRequest;
 use focalpoint::domain::reference;
 use focalpoint::domain::visibility::Audience;
-use focalpoint::engine::plan::{StepPlan, plan_raise, plan_step};
 // The glob brings the store's traits into scope as well as its records.
 use focalpoint::store::*;
 use serde_json::{Value, json};
