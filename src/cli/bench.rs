@@ -374,6 +374,7 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
 
     // Fold the slots into summaries. "Last" counts only incidents every expected client got.
     let (mut first, mut last, mut ack_first, mut ack_last) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ack_result = Vec::new();
     let (mut sent, mut deliveries, mut incomplete, mut acks_sent, mut acks_incomplete) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for s in &shared.slots {
         let t0 = s.sent.load(Relaxed);
@@ -394,6 +395,10 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
         let a0 = s.ack_sent.load(Relaxed);
         if a0 != 0 {
             acks_sent += 1;
+            let answered = s.ack_result.load(Relaxed);
+            if answered != 0 {
+                ack_result.push(answered.saturating_sub(a0));
+            }
             let n = s.ack_count.load(Relaxed);
             if n > 0 {
                 ack_first.push(s.ack_first.load(Relaxed).saturating_sub(a0));
@@ -412,6 +417,7 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
         ("raise → 2xx response", Summary::of_nanos(r.latencies)),
         ("raise → first client", Summary::of_nanos(first)),
         ("raise → last client (complete only)", Summary::of_nanos(last)),
+        ("ack → acker's ack.result", Summary::of_nanos(ack_result)),
         ("ack → first acknowledged", Summary::of_nanos(ack_first)),
         ("ack → last acknowledged", Summary::of_nanos(ack_last)),
     ];
@@ -479,12 +485,18 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
         println!("  note: first raise error: {e}");
     }
 
-    let latency: serde_json::Map<String, Value> =
-        ["raise_response", "raise_to_first_client", "raise_to_last_client", "ack_to_first", "ack_to_last"]
-            .iter()
-            .zip(summaries.iter())
-            .map(|(k, (_, s))| (k.to_string(), s.json()))
-            .collect();
+    let latency: serde_json::Map<String, Value> = [
+        "raise_response",
+        "raise_to_first_client",
+        "raise_to_last_client",
+        "ack_to_result",
+        "ack_to_first",
+        "ack_to_last",
+    ]
+    .iter()
+    .zip(summaries.iter())
+    .map(|(k, (_, s))| (k.to_string(), s.json()))
+    .collect();
     Ok(json!({
         "mode": "fan_out",
         "config": { "url": url, "clients": args.clients, "tokens": principals.len(), "rate": args.rate, "duration_s": duration.as_secs_f64(),

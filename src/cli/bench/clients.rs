@@ -34,6 +34,8 @@ pub struct Slot {
     pub ack_first: AtomicU64,
     pub ack_last: AtomicU64,
     pub ack_count: AtomicU32,
+    /// When the acker got its `ack.result` (0 = not yet).
+    pub ack_result: AtomicU64,
 }
 
 impl Slot {
@@ -48,6 +50,7 @@ impl Slot {
             ack_first: AtomicU64::new(u64::MAX),
             ack_last: AtomicU64::new(0),
             ack_count: AtomicU32::new(0),
+            ack_result: AtomicU64::new(0),
         }
     }
 }
@@ -129,8 +132,14 @@ fn kind_of(text: &str) -> Option<&str> {
     Some(&text[start..start + len])
 }
 
-/// The part of an `incident.raised` event the acker reads.
+/// The part of an `ack.result` the acker reads.
+#[derive(Deserialize)]
+struct AckResult<'a> {
+    #[serde(borrow)]
+    incident: Cow<'a, str>,
+}
 
+/// The part of an `incident.raised` event the acker reads.
 #[derive(Deserialize)]
 struct WithIncident<'a> {
     #[serde(borrow)]
@@ -226,6 +235,8 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, handshakes: Arc<Semaphor
             }
         };
         let mut live = false;
+        // Acks this client sent and awaits the `ack.result` of: (incident id, slot).
+        let mut awaiting: Vec<(String, usize)> = Vec::new();
         loop {
             let message = tokio::select! {
                 m = ws.next() => m,
@@ -313,6 +324,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, handshakes: Arc<Semaphor
                             };
                             let ack =
                                 serde_json::json!({ "type": "ack", "incident": parsed.data.incident.id }).to_string();
+                            awaiting.push((parsed.data.incident.id.into_owned(), i));
                             slot.ack_sent.store(shared.now(), Relaxed);
                             if ws.send(Message::Text(ack.into())).await.is_err() {
                                 shared.ack_errors.fetch_add(1, Relaxed);
@@ -328,7 +340,15 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, handshakes: Arc<Semaphor
                     shared.ack_errors.fetch_add(1, Relaxed);
                     shared.reason(format!("hub answered an ack with: {}", text.chars().take(200).collect::<String>()));
                 }
-                _ => {} // pages, escalations, ack.result, other runs' incidents
+                "ack.result" => {
+                    // Only ackers get these, a few a second: a full parse is fine.
+                    let Ok(result) = serde_json::from_str::<AckResult>(text) else { continue };
+                    if let Some(k) = awaiting.iter().position(|(id, _)| *id == result.incident) {
+                        let (_, i) = awaiting.swap_remove(k);
+                        shared.slots[i].ack_result.store(at, Relaxed);
+                    }
+                }
+                _ => {} // pages, escalations, other runs' incidents
             }
         }
     }
