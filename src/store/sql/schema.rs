@@ -9,8 +9,11 @@ use super::{Conn, Dialect};
 use crate::store::Result;
 
 /// Migrations, applied in order once each; embedded so the binary needs no files.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/0001_init.sql")), (2, include_str!("migrations/0002_dispatch.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_dispatch.sql")),
+    (3, include_str!("migrations/0003_outbox_indexes.sql")),
+];
 
 /// Advisory lock key held while migrating on PostgreSQL ("fpmigrat" in ASCII): replicas
 /// starting together apply each migration once.
