@@ -26,6 +26,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::thread::Thread;
@@ -52,6 +53,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Page cache per connection, in KiB: SQLite's default. Larger caches measured slower
 /// (each commit walks the cache's hash table); reads past it come from the memory map.
 const CACHE_KIB: i64 = 2 * 1024;
+/// WAL length (in pages) past which the checkpointer makes SQLite start the WAL over.
+const WAL_RESTART_FRAMES: i64 = 8192;
+/// Size the WAL file is trimmed back to when it starts over.
+const WAL_KEEP_BYTES: i64 = 64 * 1024 * 1024;
 /// Reads through a memory map of the file, up to this size, instead of copying pages in.
 const MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
@@ -76,15 +81,18 @@ pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
     let hook = Arc::new(HookCell::default());
     let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
     let writer_hook = hook.clone();
+    // Set by the checkpointer when the WAL is long; the writer then starts it over.
+    let restart_wal = Arc::new(AtomicBool::new(false));
+    let writer_restart = restart_wal.clone();
     std::thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || write_loop(writer, queue, writer_hook))
+        .spawn(move || write_loop(writer, queue, writer_hook, writer_restart))
         .context("starting the SQLite writer")?;
     let checkpointer = connect(&path, synchronous_full).with_context(|| format!("opening SQLite database {path}"))?;
     let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || checkpoint_loop(checkpointer, stopped))
+        .spawn(move || checkpoint_loop(checkpointer, stopped, restart_wal))
         .context("starting the SQLite checkpointer")?;
     let backend = SqliteBackend { jobs, readers: None, hook, _stop_checkpoints: stop_checkpoints };
     backend.write(Write::Plain, super::sql::job(|c| Box::pin(schema::migrate(c)))).await?;
@@ -109,7 +117,8 @@ fn connect(path: &str, synchronous_full: bool) -> Result<SqliteConn> {
     // survives power loss, at a cost per commit.
     raw.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
-         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{CACHE_KIB}; PRAGMA mmap_size = {MMAP_BYTES};",
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{CACHE_KIB}; PRAGMA mmap_size = {MMAP_BYTES}; \
+         PRAGMA journal_size_limit = {WAL_KEEP_BYTES};",
         if synchronous_full { "FULL" } else { "NORMAL" }
     ))?;
     raw.set_prepared_statement_cache_capacity(256);
@@ -290,8 +299,20 @@ impl<R: Send + 'static> Pending for Item<R> {
     }
 }
 
-fn write_loop(mut conn: SqliteConn, mut queue: mpsc::Receiver<Box<dyn Pending>>, hook: Arc<HookCell>) {
+fn write_loop(
+    mut conn: SqliteConn,
+    mut queue: mpsc::Receiver<Box<dyn Pending>>,
+    hook: Arc<HookCell>,
+    restart_wal: Arc<AtomicBool>,
+) {
     while let Some(first) = queue.blocking_recv() {
+        if restart_wal.swap(false, Ordering::Relaxed) {
+            // Between transactions, so the writer lock is ours at once; the checkpointer
+            // has already copied nearly every frame, so this waits only for readers.
+            if let Err(e) = conn.raw.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "SQLite WAL restart failed; the checkpointer will ask again");
+            }
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -360,13 +381,23 @@ fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<
 }
 
 /// Copies committed WAL frames into the database file every [`CHECKPOINT_EVERY`], until
-/// the store is dropped. Passive: it never blocks the writer or a reader, and whatever a
-/// reader still needs is copied on a later round.
-fn checkpoint_loop(conn: SqliteConn, stop: std::sync::mpsc::Receiver<()>) {
+/// the store is dropped.
+///
+/// Passive rounds never block the writer or a reader. But SQLite only starts the WAL
+/// over when a write transaction begins with every frame copied, which under steady load
+/// (a commit every millisecond, a checkpoint every 250) almost never happens: the WAL
+/// would grow without end, and every read with it. So once it holds more than
+/// [`WAL_RESTART_FRAMES`], the checkpointer asks the writer to run a RESTART checkpoint
+/// between two transactions (the only moment no write lock is held; from here it would
+/// only spin on the lock), and the next commit starts the WAL from the beginning
+/// (`journal_size_limit` then trims the file).
+fn checkpoint_loop(conn: SqliteConn, stop: std::sync::mpsc::Receiver<()>, restart_wal: Arc<AtomicBool>) {
     use std::sync::mpsc::RecvTimeoutError;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = conn.raw.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+        match conn.raw.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) if frames > WAL_RESTART_FRAMES => restart_wal.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; retrying"),
         }
     }
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Cluster benchmark: raise on replica A, measure delivery to WebSocket clients of
-# replica B (raise -> first/last client, p50/p99/max), with Redis and without it.
+# replica B (raise -> first/last client, p50/p99/max), with Redis and without it; the
+# same with the clients on A (the single-node figure to compare with); and the raises/s
+# both replicas accept together (closed loop, TPUT_CONCURRENCY/2 requests on each).
 #
 #   tests/bench/cluster.sh
 #   RATE=20 DURATION=30 CLIENTS=50 tests/bench/cluster.sh
@@ -14,7 +16,8 @@
 # Environment: FOCALPOINT_TEST_POSTGRES (admin URL; default
 # postgres://postgres@127.0.0.1:5432/postgres; `psql` creates and drops the databases),
 # FOCALPOINT_TEST_REDIS (redis://127.0.0.1:6379), RATE (20 incidents/s), DURATION (20 s),
-# CLIENTS (20), OUT (directory for the JSON results; default a temporary one).
+# CLIENTS (20), TPUT_CONCURRENCY (64), TPUT_SECONDS (10), OUT (directory for the JSON
+# results; default a temporary one).
 
 source "$(dirname "$0")/lib.sh"
 
@@ -23,6 +26,8 @@ REDIS="${FOCALPOINT_TEST_REDIS:-redis://127.0.0.1:6379}"
 RATE="${RATE:-20}"
 DURATION="${DURATION:-20}"
 CLIENTS="${CLIENTS:-20}"
+TPUT_CONCURRENCY="${TPUT_CONCURRENCY:-64}"
+TPUT_SECONDS="${TPUT_SECONDS:-10}"
 OUT="${OUT:-$WORK/results}"
 mkdir -p "$OUT"
 DBS=()
@@ -68,6 +73,23 @@ for mode in redis poll; do
         --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --parties MY,SG --tlp green \
         --json "$OUT/cluster-$mode.json"
     echo
+    if [ "$mode" = redis ]; then
+        echo "== single node: raise on $A, $CLIENTS clients on $A"
+        "$BIN" bench --url "$A" --officer-token "$OFFICER" --client-tokens "$WORK/clients.tokens" \
+            --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --parties MY,SG --tlp green \
+            --json "$OUT/single-node.json"
+        echo
+        half=$((TPUT_CONCURRENCY / 2))
+        echo "== accepted raises/s, both replicas: $half concurrent on each for $TPUT_SECONDS s"
+        "$BIN" bench --max-throughput --url "$A" --officer-token "$OFFICER" --concurrency "$half" \
+            --duration "$TPUT_SECONDS" --json "$OUT/throughput-a.json" >"$WORK/tput-a.out" &
+        ta=$!
+        "$BIN" bench --max-throughput --url "$B" --officer-token "$OFFICER" --concurrency "$half" \
+            --duration "$TPUT_SECONDS" --json "$OUT/throughput-b.json" >"$WORK/tput-b.out"
+        wait "$ta"
+        cat "$WORK/tput-a.out" "$WORK/tput-b.out"
+        echo
+    fi
 done
 
 python3 - "$OUT" <<'PY'
@@ -79,5 +101,14 @@ for mode in ("redis", "poll"):
     for key in ("raise_to_first_client", "raise_to_last_client"):
         s = lat[key]
         print(f"{mode + ', ' + key.replace('_', ' '):34} {s['p50_ms']:>8} {s['p99_ms']:>8} {s['max_ms']:>8}")
+lat = json.load(open(os.path.join(out, "single-node.json")))["latency"]
+for key in ("raise_to_first_client", "raise_to_last_client"):
+    s = lat[key]
+    print(f"{'single node, ' + key.replace('_', ' '):34} {s['p50_ms']:>8} {s['p99_ms']:>8} {s['max_ms']:>8}")
+a, b = (json.load(open(os.path.join(out, f"throughput-{r}.json")))["result"] for r in "ab")
+print()
+print(f"accepted raises/s, both replicas together: {a['accepted_per_s'] + b['accepted_per_s']:.0f}"
+      f" (A {a['accepted_per_s']:.0f}, B {b['accepted_per_s']:.0f});"
+      f" request p50 {a['latency']['p50_ms']} / {b['latency']['p50_ms']} ms, p99 {a['latency']['p99_ms']} / {b['latency']['p99_ms']} ms")
 PY
 echo "(JSON results: $OUT)"

@@ -39,9 +39,10 @@ for n in $CLIENTS; do
     done >"$WORK/clients.tokens"
     start_hub
     echo "== $n clients, $RATE incidents/s for $DURATION s, ack share $ACK_SHARE"
-    "$BIN" bench --url "$HUB_URL" --officer-token "$OFFICER" --client-tokens "$WORK/clients.tokens" \
+    /usr/bin/time -f "bench cpu: %U user %S sys %e wall" "$BIN" bench --url "$HUB_URL" --officer-token "$OFFICER" --client-tokens "$WORK/clients.tokens" \
         --clients "$n" --rate "$RATE" --duration "$DURATION" --ack-share "$ACK_SHARE" \
         --parties MY,SG --tlp green --hub-pid "$HUB_PID" --json "$OUT/fanout-$n.json"
+    echo "hub cpu: $(ps -o time= -p "$HUB_PID")"
     kill "$HUB_PID"
     for _ in $(seq 100); do kill -0 "$HUB_PID" 2>/dev/null || break; sleep 0.1; done
     echo
