@@ -15,17 +15,26 @@
 //!   timer and page claims do not append and do not take it.
 //! - claims use `FOR UPDATE SKIP LOCKED` plus a lease ([`super::sql::Dialect::skip_locked`]);
 //! - migrations run under their own advisory lock (`sql/schema.rs`).
+//!
+//! Because appends are serial anyway, each replica hands its appending units of work to
+//! one task that runs whatever is queued in one transaction ([`super::sql::batch`]): one
+//! lock and one WAL flush for a batch of concurrent raises, acks or page results, where
+//! one each capped the cluster at the disk's flushes per second. Writes that do not
+//! append run in transactions of their own, in parallel.
 
 use std::ops::DerefMut;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, PgConnection, Postgres, Row as _, TypeInfo, ValueRef};
+use tokio::sync::mpsc;
 
 use super::CommitHook;
 use super::Result;
+use super::sql::batch::{self, Pending};
 use super::sql::store::SqlStore;
 use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
 
@@ -48,7 +57,10 @@ pub async fn open(url: &str) -> Result<PostgresStore> {
         .connect_with(options)
         .await
         .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
-    let backend = PostgresBackend { pool, hook: HookCell::default() };
+    let hook = Arc::new(HookCell::default());
+    let (appends, queue) = mpsc::channel(4 * batch::MAX_BATCH);
+    tokio::spawn(append_loop(pool.clone(), queue, hook.clone()));
+    let backend = PostgresBackend { pool, appends, hook };
     backend.write(Write::Plain, super::sql::job(|c| Box::pin(schema::migrate(c)))).await?;
     Ok(SqlStore::new(backend))
 }
@@ -66,16 +78,59 @@ fn redact(url: &str) -> String {
 
 pub struct PostgresBackend {
     pool: PgPool,
-    hook: HookCell,
+    /// Appending units of work, for [`append_loop`]; it ends when this is dropped.
+    appends: mpsc::Sender<Box<dyn Pending>>,
+    hook: Arc<HookCell>,
+}
+
+/// Runs queued appending units in batches, one transaction under the log lock each.
+async fn append_loop(pool: PgPool, mut queue: mpsc::Receiver<Box<dyn Pending>>, hook: Arc<HookCell>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = batch::gather(first, &mut queue);
+        let commit = append_batch(&pool, &mut batch).await;
+        batch::settle(batch, commit, &hook, "PostgreSQL");
+    }
+}
+
+/// One batch in one transaction; returns the head appended, if any.
+async fn append_batch(pool: &PgPool, batch: &mut [Box<dyn Pending>]) -> Result<Option<i64>> {
+    let mut tx = PgConn { conn: pool.begin().await?, head: None };
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOG_LOCK).execute(&mut *tx.conn).await?;
+    // A unit alone needs no savepoint: if it fails, the whole transaction rolls back.
+    let alone = batch.len() == 1;
+    let (mut head, mut kept) = (None, 0);
+    for item in batch.iter_mut() {
+        tx.head = None;
+        if !alone {
+            sqlx::raw_sql("SAVEPOINT unit").execute(&mut *tx.conn).await?;
+        }
+        let ok = item.run(&mut tx).await;
+        if !alone {
+            let end = if ok { "RELEASE unit" } else { "ROLLBACK TO unit; RELEASE unit" };
+            sqlx::raw_sql(end).execute(&mut *tx.conn).await?;
+        }
+        if ok {
+            kept += 1;
+            head = head.max(tx.head);
+        }
+    }
+    if kept == 0 {
+        tx.conn.rollback().await?;
+        return Ok(None);
+    }
+    tx.conn.commit().await?;
+    Ok(head)
 }
 
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn write<R: Send + 'static>(&self, kind: Write, job: Job<R>) -> Result<R> {
-        let mut tx = PgConn { conn: self.pool.begin().await?, head: None };
         if kind == Write::Appends {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOG_LOCK).execute(&mut *tx.conn).await?;
+            let (item, answer) = batch::pending(job);
+            self.appends.send(item).await.map_err(|_| anyhow::anyhow!("the PostgreSQL appender has stopped"))?;
+            return batch::answer(answer).await;
         }
+        let mut tx = PgConn { conn: self.pool.begin().await?, head: None };
         match job(&mut tx).await {
             Ok(value) => {
                 let head = tx.head;

@@ -39,11 +39,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::CommitHook;
 use super::Result;
+use super::sql::batch::{self, Pending};
 use super::sql::store::SqlStore;
 use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
 
-/// Units of work written in one transaction at most: bounds the wait of the first one.
-const MAX_BATCH: usize = 512;
 /// Reader threads (and connections).
 const READERS: usize = 3;
 /// How long a writer waits for another process's write lock.
@@ -79,7 +78,7 @@ pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
     // The checkpointer below does this work, off the writer's commits.
     writer.raw.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
     let hook = Arc::new(HookCell::default());
-    let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
+    let (jobs, queue) = mpsc::channel(4 * batch::MAX_BATCH);
     let writer_hook = hook.clone();
     // Set by the checkpointer when the WAL is long; the writer then starts it over.
     let restart_wal = Arc::new(AtomicBool::new(false));
@@ -137,10 +136,9 @@ pub struct SqliteBackend {
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn write<R: Send + 'static>(&self, _kind: Write, job: Job<R>) -> Result<R> {
-        let (reply, answer) = oneshot::channel();
-        let item: Box<dyn Pending> = Box::new(Item { job: Some(job), outcome: None, reply });
+        let (item, answer) = batch::pending(job);
         self.jobs.send(item).await.map_err(|_| anyhow::anyhow!("the SQLite writer has stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the SQLite writer dropped a unit of work"))?
+        batch::answer(answer).await
     }
 
     async fn read<R: Send + 'static>(&self, job: Job<R>) -> Result<R> {
@@ -265,40 +263,6 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// A queued write: runs inside the batch's transaction, answers after its commit.
-trait Pending: Send {
-    /// Runs the unit of work; true when it succeeded (its savepoint is kept).
-    fn run(&mut self, conn: &mut SqliteConn) -> bool;
-    /// Sends the answer, now that the batch committed (or failed to).
-    fn finish(self: Box<Self>, commit: &std::result::Result<(), String>);
-}
-
-struct Item<R> {
-    job: Option<Job<R>>,
-    outcome: Option<Result<R>>,
-    reply: oneshot::Sender<Result<R>>,
-}
-
-impl<R: Send + 'static> Pending for Item<R> {
-    fn run(&mut self, conn: &mut SqliteConn) -> bool {
-        let Some(job) = self.job.take() else { return false };
-        let outcome = block_on(job(conn));
-        let ok = outcome.is_ok();
-        self.outcome = Some(outcome);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: &std::result::Result<(), String>) {
-        let answer = match (commit, self.outcome) {
-            (_, Some(Err(own))) => Err(own),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(e), Some(Ok(_))) => Err(anyhow::anyhow!("the transaction did not commit: {e}")),
-            (Ok(()), None) | (Err(_), None) => Err(anyhow::anyhow!("the unit of work did not run")),
-        };
-        let _ = self.reply.send(answer);
-    }
-}
-
 fn write_loop(
     mut conn: SqliteConn,
     mut queue: mpsc::Receiver<Box<dyn Pending>>,
@@ -313,24 +277,9 @@ fn write_loop(
                 tracing::warn!(error = %e, "SQLite WAL restart failed; the checkpointer will ask again");
             }
         }
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
+        let mut batch = batch::gather(first, &mut queue);
         let commit = write_batch(&mut conn, &mut batch);
-        if let Ok(Some(head)) = &commit {
-            hook.announce(*head);
-        }
-        let commit = commit.map(|_| ()).map_err(|e| format!("{e:#}"));
-        if let Err(e) = &commit {
-            tracing::error!(error = %e, units = batch.len(), "SQLite write transaction failed");
-        }
-        for item in batch {
-            item.finish(&commit);
-        }
+        batch::settle(batch, commit, &hook, "SQLite");
     }
 }
 
@@ -347,7 +296,7 @@ fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<
             if !alone {
                 conn.control("SAVEPOINT unit")?;
             }
-            let ok = item.run(conn);
+            let ok = block_on(item.run(conn));
             if !alone {
                 if !ok {
                     conn.control("ROLLBACK TO unit")?;

@@ -18,6 +18,7 @@
 //! thread, grouped with concurrent work into one commit; PostgreSQL: a transaction that
 //! takes the log lock first when it may append) or on a reader.
 
+pub mod batch;
 pub mod credentials;
 pub mod escalation;
 pub mod events;
