@@ -192,8 +192,12 @@ pub struct Limits {
     pub ws_ping_seconds: u64,
     /// Failed sign-ins allowed per account, and per client address, per window.
     pub signin_failures: u32,
-    /// The sign-in rate-limit window, in seconds.
+    /// The sign-in (and bearer-token) rate-limit window, in seconds.
     pub signin_window_seconds: u64,
+    /// Requests with an invalid bearer token allowed per client address per window.
+    pub token_failures: u32,
+    /// Largest total size of a request's headers (names and values); more is 431.
+    pub max_header_bytes: usize,
     /// Largest page of incidents or events one request returns.
     pub max_page: u32,
 }
@@ -207,6 +211,8 @@ impl Default for Limits {
             ws_ping_seconds: 20,
             signin_failures: 5,
             signin_window_seconds: 900,
+            token_failures: 20,
+            max_header_bytes: 16 * 1024,
             max_page: 500,
         }
     }
@@ -294,8 +300,11 @@ impl Settings {
         if l.max_body_bytes < 1024 || l.ws_max_message_bytes < 256 || l.ws_buffer_events < 16 {
             anyhow::bail!("limits are too small to be useful");
         }
-        if l.max_page == 0 || l.ws_ping_seconds == 0 || l.signin_failures == 0 {
-            anyhow::bail!("limits.max_page, ws_ping_seconds and signin_failures must be > 0");
+        if l.max_page == 0 || l.ws_ping_seconds == 0 || l.signin_failures == 0 || l.token_failures == 0 {
+            anyhow::bail!("limits.max_page, ws_ping_seconds, signin_failures and token_failures must be > 0");
+        }
+        if l.max_header_bytes < 4096 {
+            anyhow::bail!("limits.max_header_bytes must be at least 4096");
         }
         Ok(())
     }

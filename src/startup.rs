@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppInner, AppState};
 use crate::auth::Authenticator;
-use crate::auth::limiter::SignInLimiter;
+use crate::auth::limiter::{SignInLimiter, TokenLimiter};
 use crate::bus::Bus;
 use crate::channels::{Gateways, SecretLookup, webhook};
 use crate::clock::{Clock, SystemClock};
@@ -92,6 +92,7 @@ impl Application {
             auth: Authenticator { store, directory },
             feed,
             limiter: SignInLimiter::new(limits.signin_failures, Duration::from_secs(limits.signin_window_seconds)),
+            token_limiter: TokenLimiter::new(limits.token_failures, Duration::from_secs(limits.signin_window_seconds)),
             allowed_origins: settings.allowed_origins(),
             metrics: telemetry::metrics_handle(),
             settings,

@@ -70,6 +70,7 @@ pub mod names {
     pub const SLOW_CLIENTS: &str = "focalpoint_stream_slow_clients_closed_total";
     pub const HTTP_LATENCY: &str = "focalpoint_http_request_duration_seconds";
     pub const SIGNIN_FAILURES: &str = "focalpoint_signin_failures_total";
+    pub const TOKEN_FAILURES: &str = "focalpoint_token_failures_total";
     pub const TIMERS_PENDING: &str = "focalpoint_escalation_timers_pending";
     pub const TIMER_LATENESS: &str = "focalpoint_escalation_timer_lateness_seconds";
     pub const ESCALATIONS: &str = "focalpoint_escalation_steps_total";
@@ -94,6 +95,7 @@ fn describe_metrics() {
     describe_counter!(names::SLOW_CLIENTS, "WebSocket clients closed because their buffer overflowed");
     describe_histogram!(names::HTTP_LATENCY, metrics::Unit::Seconds, "HTTP request latency by route and status");
     describe_counter!(names::SIGNIN_FAILURES, "Failed or rate-limited sign-ins");
+    describe_counter!(names::TOKEN_FAILURES, "Requests refused for an invalid or rate-limited bearer token");
     describe_gauge!(names::TIMERS_PENDING, "Escalation steps waiting for their deadline");
     describe_histogram!(
         names::TIMER_LATENESS,

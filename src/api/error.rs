@@ -2,7 +2,8 @@
 //! right status; internal details go to the log, never to the caller.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -10,15 +11,27 @@ use crate::commands::CommandError;
 
 #[derive(Debug)]
 pub enum ApiError {
-    BadRequest { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
     Unauthorized,
     Forbidden(String),
     NotFound,
-    Conflict { code: &'static str, message: String },
-    Unprocessable { field: Option<&'static str>, message: String },
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
+    Unprocessable {
+        field: Option<&'static str>,
+        message: String,
+    },
     PayloadTooLarge,
     UnsupportedMediaType,
-    TooManyRequests,
+    /// With the seconds to wait (Retry-After).
+    TooManyRequests(u64),
+    /// The request's headers are larger than `limits.max_header_bytes`.
+    HeadersTooLarge,
     Internal(anyhow::Error),
 }
 
@@ -70,10 +83,19 @@ impl IntoResponse for ApiError {
                 "send JSON with Content-Type: application/json".to_string(),
                 None,
             ),
-            ApiError::TooManyRequests => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many attempts; wait and try again".to_string(),
+            ApiError::TooManyRequests(seconds) => {
+                let body = json!({ "error": {
+                    "code": "rate_limited",
+                    "message": format!("too many failed attempts from here; try again in {seconds} s"),
+                }});
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
+            }
+            ApiError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "the request headers are too large".to_string(),
                 None,
             ),
             ApiError::Internal(e) => {

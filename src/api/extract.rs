@@ -2,7 +2,9 @@
 //! API's error format.
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -11,6 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::auth::SESSION_COOKIE;
 use crate::domain::principal::Principal;
+use crate::telemetry::names;
 
 /// How the caller authenticated: cookie sessions need an allowed Origin on WebSocket
 /// upgrades; bearer tokens do not.
@@ -51,9 +54,25 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
         if let Some(token) = bearer(parts) {
+            let address = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_else(|| "unknown".into());
+            if let Some(wait) = app.token_limiter.retry_after(&address) {
+                metrics::counter!(names::TOKEN_FAILURES, "reason" => "rate_limited").increment(1);
+                tracing::warn!(%address, "bearer token refused: too many invalid tokens from this address");
+                return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
+            }
             return match app.auth.by_token(token).await? {
                 Some(p) => Ok(Caller(p, Credential::Bearer)),
-                None => Err(ApiError::Unauthorized),
+                None => {
+                    app.token_limiter.record_failure(&address);
+                    metrics::counter!(names::TOKEN_FAILURES, "reason" => "invalid").increment(1);
+                    // Never the token itself: a near-miss of a real one is still a secret.
+                    tracing::info!(%address, "bearer token refused: invalid, revoked or expired");
+                    Err(ApiError::Unauthorized)
+                }
             };
         }
         if let Some(session) = session_cookie(parts)

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
-use crate::auth::limiter::SignInLimiter;
+use crate::auth::limiter::{SignInLimiter, TokenLimiter};
 use crate::commands::Hub;
 use crate::config::Settings;
 use crate::feed::Feed;
@@ -38,6 +38,8 @@ pub struct AppInner {
     pub auth: Authenticator,
     pub feed: Arc<Feed>,
     pub limiter: SignInLimiter,
+    /// Requests with invalid bearer tokens, per client address.
+    pub token_limiter: TokenLimiter,
     pub settings: Settings,
     pub metrics: PrometheusHandle,
     /// Allowed Origins for cookie-authenticated WebSocket upgrades.
@@ -61,6 +63,7 @@ impl std::ops::Deref for AppState {
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.limits.max_body_bytes;
+    let max_headers = state.settings.limits.max_header_bytes;
     Router::new()
         .nest("/api/v1/incidents", incidents::router())
         .merge(events::router())
@@ -73,10 +76,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { error::ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(record_latency))
+        .layer(middleware::from_fn(move |request: Request, next: Next| limit_headers(max_headers, request, next)))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             error::ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .with_state(state)
+}
+
+/// 431 when the request's headers (names and values) add up to more than `max` bytes.
+/// hyper alone would read up to ~400 KB of them, into every handler.
+async fn limit_headers(max: usize, request: Request, next: Next) -> Response {
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if size > max {
+        return error::ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 /// Records request latency by route template (never the raw path: ids would explode the

@@ -29,7 +29,7 @@ struct SignIn {
 
 /// The client address for rate limiting. Behind a reverse proxy every request shares the
 /// proxy's address; the per-account limit still holds.
-fn client_address(connect: &ConnectInfo<SocketAddr>) -> String {
+pub fn client_address(connect: &ConnectInfo<SocketAddr>) -> String {
     connect.0.ip().to_string()
 }
 
@@ -43,10 +43,10 @@ async fn sign_in(
     if id.len() > 64 || given.len() > password::MAX_LENGTH {
         return Err(ApiError::Unauthorized);
     }
-    if !app.limiter.allowed(&id, &address) {
+    if let Some(wait) = app.limiter.retry_after(&id, &address) {
         metrics::counter!(names::SIGNIN_FAILURES, "reason" => "rate_limited").increment(1);
         tracing::warn!(account = %id, %address, "sign-in rate-limited");
-        return Err(ApiError::TooManyRequests);
+        return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
     }
     let Some(me) = app.auth.check_password(&id, given).await? else {
         app.limiter.record_failure(&id, &address);

@@ -1,12 +1,14 @@
-//! Failed sign-ins are limited per account and per client address (fixed windows). When
-//! either is exhausted, sign-in answers 429 whether or not the password would be right,
-//! so guessing cannot continue at a lower rate through one dimension.
+//! Failed authentications are limited in fixed windows: sign-ins per account and per
+//! client address, bearer tokens per client address. When a limit is exhausted the answer
+//! is 429 with Retry-After whether or not the credential would be right, so guessing
+//! cannot go on at a lower rate through another dimension.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub struct SignInLimiter {
+/// Failure counters per key, in fixed windows.
+struct Windows {
     max_failures: u32,
     window: Duration,
     counters: Mutex<HashMap<String, (Instant, u32)>>,
@@ -15,34 +17,34 @@ pub struct SignInLimiter {
 /// Bound on tracked keys, so a flood of distinct names cannot grow memory without end.
 const MAX_KEYS: usize = 100_000;
 
-impl SignInLimiter {
-    pub fn new(max_failures: u32, window: Duration) -> Self {
-        SignInLimiter { max_failures, window, counters: Mutex::new(HashMap::new()) }
+impl Windows {
+    fn new(max_failures: u32, window: Duration) -> Self {
+        Windows { max_failures, window, counters: Mutex::new(HashMap::new()) }
     }
 
-    fn keys(account: &str, address: &str) -> [String; 2] {
-        [format!("account:{}", account.to_ascii_lowercase()), format!("address:{address}")]
-    }
-
-    /// True if another attempt for this account from this address is allowed now.
-    pub fn allowed(&self, account: &str, address: &str) -> bool {
+    /// None if every key may try again now, else how long until the last of them may.
+    fn retry_after(&self, keys: &[String]) -> Option<Duration> {
         let now = Instant::now();
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        Self::keys(account, address).iter().all(|k| match counters.get(k) {
-            Some((start, n)) if now.duration_since(*start) < self.window => *n < self.max_failures,
-            _ => true,
-        })
+        keys.iter()
+            .filter_map(|k| match counters.get(k) {
+                Some((start, n)) if now.duration_since(*start) < self.window && *n >= self.max_failures => {
+                    Some(self.window - now.duration_since(*start))
+                }
+                _ => None,
+            })
+            .max()
     }
 
-    pub fn record_failure(&self, account: &str, address: &str) {
+    fn record_failure(&self, keys: &[String]) {
         let now = Instant::now();
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         if counters.len() >= MAX_KEYS {
             let window = self.window;
             counters.retain(|_, (start, _)| now.duration_since(*start) < window);
         }
-        for k in Self::keys(account, address) {
-            let entry = counters.entry(k).or_insert((now, 0));
+        for k in keys {
+            let entry = counters.entry(k.clone()).or_insert((now, 0));
             if now.duration_since(entry.0) >= self.window {
                 *entry = (now, 0);
             }
@@ -50,9 +52,52 @@ impl SignInLimiter {
         }
     }
 
+    fn clear(&self, key: &str) {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Failed sign-ins, per account and per address.
+pub struct SignInLimiter(Windows);
+
+impl SignInLimiter {
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        SignInLimiter(Windows::new(max_failures, window))
+    }
+
+    fn keys(account: &str, address: &str) -> [String; 2] {
+        [format!("account:{}", account.to_ascii_lowercase()), format!("address:{address}")]
+    }
+
+    /// None if another attempt for this account from this address is allowed now, else
+    /// how long to wait.
+    pub fn retry_after(&self, account: &str, address: &str) -> Option<Duration> {
+        self.0.retry_after(&Self::keys(account, address))
+    }
+
+    pub fn record_failure(&self, account: &str, address: &str) {
+        self.0.record_failure(&Self::keys(account, address));
+    }
+
     pub fn record_success(&self, account: &str) {
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        counters.remove(&format!("account:{}", account.to_ascii_lowercase()));
+        self.0.clear(&format!("account:{}", account.to_ascii_lowercase()));
+    }
+}
+
+/// Requests with a bearer token that is not valid, per client address.
+pub struct TokenLimiter(Windows);
+
+impl TokenLimiter {
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        TokenLimiter(Windows::new(max_failures, window))
+    }
+
+    pub fn retry_after(&self, address: &str) -> Option<Duration> {
+        self.0.retry_after(&[address.to_string()])
+    }
+
+    pub fn record_failure(&self, address: &str) {
+        self.0.record_failure(&[address.to_string()]);
     }
 }
 
@@ -64,11 +109,23 @@ mod tests {
     fn limits_per_account_and_per_address() {
         let l = SignInLimiter::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(l.allowed("th-duty", "10.0.0.1"));
+            assert!(l.retry_after("th-duty", "10.0.0.1").is_none());
             l.record_failure("th-duty", "10.0.0.1");
         }
-        assert!(!l.allowed("th-duty", "10.0.0.2"), "the account is limited from any address");
-        assert!(!l.allowed("my-drugs", "10.0.0.1"), "the address is limited for any account");
-        assert!(l.allowed("my-drugs", "10.0.0.2"));
+        assert!(l.retry_after("th-duty", "10.0.0.2").is_some(), "the account is limited from any address");
+        assert!(l.retry_after("my-drugs", "10.0.0.1").is_some(), "the address is limited for any account");
+        assert!(l.retry_after("my-drugs", "10.0.0.2").is_none());
+        let wait = l.retry_after("th-duty", "10.0.0.1").unwrap_or_default();
+        assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60), "{wait:?}");
+    }
+
+    #[test]
+    fn token_failures_limit_the_address_only() {
+        let l = TokenLimiter::new(2, Duration::from_secs(60));
+        l.record_failure("10.0.0.1");
+        assert!(l.retry_after("10.0.0.1").is_none());
+        l.record_failure("10.0.0.1");
+        assert!(l.retry_after("10.0.0.1").is_some());
+        assert!(l.retry_after("10.0.0.2").is_none());
     }
 }

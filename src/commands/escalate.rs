@@ -3,7 +3,6 @@
 use uuid::Uuid;
 
 use super::{CommandError, CommandResult, Hub};
-use crate::directory::Role;
 use crate::domain::incident::Incident;
 use crate::domain::principal::Principal;
 use crate::store::FireOutcome;
@@ -12,8 +11,7 @@ impl Hub {
     /// Officers of the originating party and coordinators may escalate a party by hand.
     pub async fn escalate(&self, principal: &Principal, id: Uuid, party: &str) -> CommandResult<Incident> {
         let (incident, _) = self.visible(principal, id).await?;
-        let originator_officer = principal.party == incident.originator.party && principal.may_raise();
-        if !(originator_officer || principal.has_role(Role::Coordinator)) {
+        if !principal.may_escalate(&incident.originator.party) {
             return Err(CommandError::Forbidden(
                 "only officers of the originating party and coordinators escalate".into(),
             ));

@@ -4,6 +4,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{CommandError, CommandResult, Hub};
+use crate::domain::admission;
 use crate::domain::incident::{Incident, Originator, State};
 use crate::domain::plan::plan_raise;
 use crate::domain::principal::Principal;
@@ -67,7 +68,12 @@ impl Hub {
         let incident = Incident::new(Uuid::now_v7(), reference::generate(4), originator, content, self.clock.now());
 
         let escalation = plan_raise(&self.directory, &incident, &audience);
-        let outcome = self.store.raise(RaiseRecord { incident, audience, idempotency, escalation }).await?;
+        let dedup_scope = match incident.dedup_key {
+            Some(_) => admission::dedup_scope(&self.directory, &incident.originator, &audience),
+            None => admission::PARTY_SCOPE.to_string(),
+        };
+        let record = RaiseRecord { incident, audience, idempotency, escalation, dedup_scope };
+        let outcome = self.store.raise(record).await?;
         match outcome {
             RaiseOutcome::Created { incident, .. } => {
                 metrics::counter!(names::INCIDENTS_RAISED).increment(1);
@@ -77,12 +83,11 @@ impl Hub {
             }
             RaiseOutcome::DedupHit { incident, audience } => {
                 if !Hub::sees(principal, &audience) {
-                    // Same party, but not visible to this officer (a red incident of a
-                    // colleague): say the key is taken without showing the incident.
-                    return Err(CommandError::Conflict {
-                        code: "dedup_key_in_use",
-                        message: "an open incident of your party already uses this dedup_key".into(),
-                    });
+                    // Dedup scopes keep hidden incidents out of reach (the key of one the
+                    // raiser may not see is in its raiser's own scope); this is only
+                    // reached if the directory changed since. Say nothing about it.
+                    tracing::warn!(incident = %incident.id, by = %principal.id, "dedup hit on an incident the raiser may not see");
+                    return Err(CommandError::NotFound);
                 }
                 Ok(Raised { incident, created: false, replayed: false })
             }
@@ -162,7 +167,7 @@ impl Hub {
     }
 
     /// Resolves (`State::Resolved`) or cancels (`State::Cancelled`) an active incident.
-    /// Only officers of the originator party may.
+    /// Only officers of the originator party may ([`Principal::may_close`]).
     pub async fn close(
         &self,
         principal: &Principal,
@@ -171,7 +176,7 @@ impl Hub {
         reason: Option<&str>,
     ) -> CommandResult<Incident> {
         let (incident, _) = self.visible(principal, id).await?;
-        if principal.party != incident.originator.party || !principal.may_raise() {
+        if !principal.may_close(&incident.originator.party) {
             return Err(CommandError::Forbidden("only officers of the originating party resolve or cancel".into()));
         }
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());

@@ -96,6 +96,12 @@ impl Role {
     pub fn parse(s: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
+
+    /// Whether the role reads incident content. Admins and auditors run the hub and check
+    /// its audit trail; they never read what parties share.
+    pub fn reads_incidents(self) -> bool {
+        matches!(self, Role::Officer | Role::Focal | Role::Coordinator | Role::Bot)
+    }
 }
 
 impl fmt::Display for Role {

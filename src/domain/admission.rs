@@ -3,7 +3,8 @@
 //! - an Idempotency-Key already used by the same principal replays the incident it made
 //!   (or is refused when the request differs);
 //! - a dedup key held by an active incident of the same originator party returns that
-//!   incident instead of a new one;
+//!   incident instead of a new one — within the key's scope ([`dedup_scope`]), so that a
+//!   key never tells a raiser about an incident they may not see;
 //! - a new incident's ref is re-drawn until no active incident holds it (lengthened when
 //!   the short space is crowded).
 //!
@@ -14,15 +15,20 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::event::NewEvent;
+use super::incident::Originator;
+use super::principal::Principal;
 use super::reference;
+use super::visibility::{self, Audience};
+use crate::directory::{Directory, Role};
 
 /// What the store knows, asked inside its write transaction.
 #[async_trait]
 pub trait Existing: Send {
     /// The request fingerprint and incident of an Idempotency-Key `principal` used.
     async fn idempotency_key(&mut self, principal: &str, key: &str) -> anyhow::Result<Option<(String, Uuid)>>;
-    /// The active incident of `party` holding `dedup_key`.
-    async fn active_dedup(&mut self, party: &str, dedup_key: &str) -> anyhow::Result<Option<Uuid>>;
+    /// The active incident of `party` holding `dedup_key` in the party-wide scope or in
+    /// `raiser`'s own.
+    async fn active_dedup(&mut self, party: &str, raiser: &str, dedup_key: &str) -> anyhow::Result<Option<Uuid>>;
     /// Whether an active incident holds `reference`.
     async fn ref_in_use(&mut self, reference: &str) -> anyhow::Result<bool>;
 }
@@ -32,7 +38,27 @@ pub struct Candidate<'a> {
     /// `(principal, Idempotency-Key, fingerprint of the request body)`.
     pub idempotency: Option<&'a (String, String, String)>,
     pub party: &'a str,
+    /// The raising principal's id.
+    pub raiser: &'a str,
     pub dedup_key: Option<&'a str>,
+}
+
+/// The party-wide dedup scope.
+pub const PARTY_SCOPE: &str = "";
+
+/// Where a new incident's dedup key holds: [`PARTY_SCOPE`] when every principal of the
+/// originator party who may raise also sees the incident, else the raiser alone (a red
+/// incident, say). Otherwise a colleague reusing the key would learn from the answer that
+/// an incident they may not see exists.
+pub fn dedup_scope(directory: &Directory, originator: &Originator, audience: &Audience) -> String {
+    let everyone_sees = directory
+        .members(&originator.party)
+        .filter(|fp| fp.roles.iter().any(|r| matches!(r, Role::Officer | Role::Bot)))
+        .all(|fp| {
+            let p = Principal::from_focal_point(fp, directory);
+            visibility::may_see(&visibility::viewer_keys(&p), audience, None, &p.id)
+        });
+    if everyone_sees { PARTY_SCOPE.to_string() } else { originator.officer.clone() }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +81,7 @@ pub async fn admit(raise: Candidate<'_>, proposed: &str, existing: &mut dyn Exis
         return Ok(if &stored == fingerprint { Admission::Replay(id) } else { Admission::Mismatch });
     }
     if let Some(dedup) = raise.dedup_key
-        && let Some(id) = existing.active_dedup(raise.party, dedup).await?
+        && let Some(id) = existing.active_dedup(raise.party, raise.raiser, dedup).await?
     {
         return Ok(Admission::Duplicate(id));
     }
@@ -88,7 +114,8 @@ mod tests {
     #[derive(Default)]
     struct Known {
         keys: Vec<(String, String, String, Uuid)>,
-        dedup: Vec<(String, String, Uuid)>,
+        /// (party, scope, key, incident)
+        dedup: Vec<(String, String, String, Uuid)>,
         refs: Vec<String>,
     }
 
@@ -97,8 +124,9 @@ mod tests {
         async fn idempotency_key(&mut self, principal: &str, key: &str) -> anyhow::Result<Option<(String, Uuid)>> {
             Ok(self.keys.iter().find(|k| k.0 == principal && k.1 == key).map(|k| (k.2.clone(), k.3)))
         }
-        async fn active_dedup(&mut self, party: &str, dedup_key: &str) -> anyhow::Result<Option<Uuid>> {
-            Ok(self.dedup.iter().find(|d| d.0 == party && d.1 == dedup_key).map(|d| d.2))
+        async fn active_dedup(&mut self, party: &str, raiser: &str, key: &str) -> anyhow::Result<Option<Uuid>> {
+            let in_scope = |scope: &str| scope == PARTY_SCOPE || scope == raiser;
+            Ok(self.dedup.iter().find(|d| d.0 == party && in_scope(&d.1) && d.2 == key).map(|d| d.3))
         }
         async fn ref_in_use(&mut self, reference: &str) -> anyhow::Result<bool> {
             Ok(self.refs.iter().any(|r| r == reference))
@@ -106,7 +134,17 @@ mod tests {
     }
 
     fn run(known: &mut Known, idem: Option<&(String, String, String)>, dedup: Option<&str>, r: &str) -> Admission {
-        let candidate = Candidate { idempotency: idem, party: "MY", dedup_key: dedup };
+        run_as(known, "o1", idem, dedup, r)
+    }
+
+    fn run_as(
+        known: &mut Known,
+        raiser: &str,
+        idem: Option<&(String, String, String)>,
+        dedup: Option<&str>,
+        r: &str,
+    ) -> Admission {
+        let candidate = Candidate { idempotency: idem, party: "MY", raiser, dedup_key: dedup };
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(admit(candidate, r, known)).unwrap()
     }
 
@@ -115,7 +153,7 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut known = Known {
             keys: vec![("o1".into(), "k".into(), "f".into(), a)],
-            dedup: vec![("MY".into(), "d".into(), b)],
+            dedup: vec![("MY".into(), PARTY_SCOPE.into(), "d".into(), b)],
             refs: vec!["AAAA".into()],
         };
         let same = ("o1".to_string(), "k".to_string(), "f".to_string());
@@ -128,5 +166,13 @@ mod tests {
             Admission::Create { reference } => assert_ne!(reference, "AAAA"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_key_in_a_colleagues_own_scope_is_not_a_duplicate() {
+        let private = Uuid::new_v4();
+        let mut known = Known { dedup: vec![("MY".into(), "o1".into(), "d".into(), private)], ..Known::default() };
+        assert_eq!(run_as(&mut known, "o1", None, Some("d"), "CCCC"), Admission::Duplicate(private));
+        assert_eq!(run_as(&mut known, "o2", None, Some("d"), "CCCC"), Admission::Create { reference: "CCCC".into() });
     }
 }

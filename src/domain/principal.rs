@@ -50,6 +50,17 @@ impl Principal {
 
     /// Admin and auditor roles do not grant incident content; every other role does.
     pub fn reads_incidents(&self) -> bool {
-        self.roles.iter().any(|r| matches!(r, Role::Officer | Role::Focal | Role::Coordinator | Role::Bot))
+        self.roles.iter().any(|r| r.reads_incidents())
+    }
+
+    /// Officers of the originating party resolve and cancel. Bots raise but never close:
+    /// a compromised monitoring bot must not be able to silence its party's incidents.
+    pub fn may_close(&self, originator_party: &str) -> bool {
+        self.party == originator_party && self.has_role(Role::Officer)
+    }
+
+    /// Officers of the originating party and coordinators escalate by hand; bots do not.
+    pub fn may_escalate(&self, originator_party: &str) -> bool {
+        self.may_close(originator_party) || self.has_role(Role::Coordinator)
     }
 }

@@ -123,6 +123,11 @@ impl RaiseRequest {
                 if !seen.contains(&fp.party) {
                     return Err(invalid("recipients", format!("{r} belongs to {}, which is not addressed", fp.party)));
                 }
+                // A recipient who may never read incident content (an admin, an auditor)
+                // would leave a red incident that nobody on that side can open.
+                if !fp.roles.iter().any(|role| role.reads_incidents()) {
+                    return Err(invalid("recipients", format!("{r} does not read incidents (an admin or auditor)")));
+                }
             }
         } else if !recipients.is_empty() {
             return Err(invalid("recipients", "named recipients are only for red incidents"));

@@ -20,6 +20,8 @@ pub struct RaiseRecord {
     pub idempotency: Option<(String, String, String)>,
     /// Step 0 of each addressed party's escalation, entered with the raise.
     pub escalation: Vec<StepPlan>,
+    /// Where the dedup key holds ([`crate::domain::admission::dedup_scope`]).
+    pub dedup_scope: String,
 }
 
 /// A due escalation step of one party, claimed by one engine.

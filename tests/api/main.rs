@@ -17,6 +17,7 @@ mod hooks;
 mod incidents;
 mod restart;
 mod scenario;
+mod security;
 mod servers;
 mod smtp_server;
 mod store;

@@ -42,13 +42,14 @@ impl Existing for Lookups<'_, '_> {
         row.map(|r| Ok((r.text("fingerprint")?, r.uuid("incident_id")?))).transpose()
     }
 
-    async fn active_dedup(&mut self, party: &str, dedup_key: &str) -> Result<Option<Uuid>> {
+    async fn active_dedup(&mut self, party: &str, raiser: &str, dedup_key: &str) -> Result<Option<Uuid>> {
         let row = self
             .0
             .query_opt(
                 "SELECT id FROM incidents WHERE originator_party = $1 AND dedup_key = $2
-                   AND state IN ('open', 'acknowledged')",
-                &[party.into(), dedup_key.into()],
+                   AND dedup_scope IN ($3, $4) AND state IN ('open', 'acknowledged')
+                 ORDER BY dedup_scope LIMIT 1",
+                &[party.into(), dedup_key.into(), admission::PARTY_SCOPE.into(), raiser.into()],
             )
             .await?;
         row.map(|r| r.uuid("id")).transpose()
@@ -71,10 +72,11 @@ async fn existing(c: &mut dyn Conn, id: Uuid, what: &str) -> Result<(Incident, A
 }
 
 pub async fn raise(c: &mut dyn Conn, raise: RaiseRecord) -> Result<RaiseOutcome> {
-    let RaiseRecord { mut incident, audience, idempotency, escalation } = raise;
+    let RaiseRecord { mut incident, audience, idempotency, escalation, dedup_scope } = raise;
     let candidate = Candidate {
         idempotency: idempotency.as_ref(),
         party: &incident.originator.party,
+        raiser: &incident.originator.officer,
         dedup_key: incident.dedup_key.as_deref(),
     };
     let proposed = incident.reference.clone();
@@ -102,8 +104,8 @@ pub async fn raise(c: &mut dyn Conn, raise: RaiseRecord) -> Result<RaiseOutcome>
     let content = serde_json::to_string(&incident.content())?;
     c.execute(
         "INSERT INTO incidents (id, ref, originator_party, originator_officer, field, severity, severity_rank, tlp,
-            status, state, dedup_key, content, raised_seq, raised_at, updated_at, closed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            status, state, dedup_key, content, raised_seq, raised_at, updated_at, closed_at, dedup_scope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         &[
             (&id).into(),
             (&incident.reference).into(),
@@ -121,6 +123,7 @@ pub async fn raise(c: &mut dyn Conn, raise: RaiseRecord) -> Result<RaiseOutcome>
             at.into(),
             at.into(),
             Value::Int(None),
+            dedup_scope.into(),
         ],
     )
     .await?;

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_dispatch.sql")),
     (3, include_str!("migrations/0003_outbox_indexes.sql")),
+    (4, include_str!("migrations/0004_dedup_scope.sql")),
 ];
 
 /// Advisory lock key held while migrating on PostgreSQL ("fpmigrat" in ASCII): replicas

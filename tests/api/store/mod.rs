@@ -82,11 +82,13 @@ impl Fixture {
         let audience = Audience::of(content.tlp, &originator, &content.parties, &content.recipients);
         let incident = Incident::new(Uuid::new_v4(), reference::generate(4), originator, content, Utc::now());
         let escalation = plan_raise(&self.dir, &incident, &audience);
+        let dedup_scope = focalpoint::domain::admission::dedup_scope(&self.dir, &incident.originator, &audience);
         RaiseRecord {
             incident,
             audience,
             idempotency: idempotency.map(|(k, f)| (officer.to_string(), k.to_string(), f.to_string())),
             escalation,
+            dedup_scope,
         }
     }
 

@@ -1,0 +1,163 @@
+//! What the black-box security review found (issue 17), each closed and kept closed: who
+//! may close and escalate, red recipients who can read, dedup keys that reveal nothing,
+//! header size, bearer-token guessing. Each runs on SQLite and PostgreSQL.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn spawn(backend: Backend) -> std::sync::Arc<TestApp> {
+    TestApp::builder().backend(backend).spawn().await
+}
+
+/// Raises an amber incident as asean-duty (party ASEAN) to MY and SG; returns its id.
+async fn raise_by_asean(app: &TestApp) -> String {
+    let (status, inc) = app.raise("asean-duty", &incident("amber")).await;
+    assert_eq!(status, 201, "{inc}");
+    inc["id"].as_str().expect("id").to_string()
+}
+
+async fn act(app: &TestApp, who: &str, id: &str, action: &str) -> u16 {
+    let body = if action == "escalate" { json!({"party": "MY"}) } else { json!({}) };
+    app.post(who, &format!("/api/v1/incidents/{id}/{action}"), &body).await.status().as_u16()
+}
+
+/// Every principal kind against resolve, cancel and escalate. Forbidden ones go first, on
+/// the same incident, so that a wrongly allowed one would show as a 200 before the
+/// allowed one runs; admins and auditors read no incidents, so to them it does not exist.
+async fn only_the_named_roles_close_and_escalate(backend: Backend) {
+    let app = spawn(backend).await;
+    let refused = [
+        ("asean-bot", 403),   // bot of the originating party
+        ("my-duty", 403),     // officer of an addressed party
+        ("my-drugs", 403),    // focal point of an addressed party
+        ("asean-admin", 404), // admin
+        ("asean-audit", 404), // auditor
+    ];
+    for action in ["resolve", "cancel", "escalate"] {
+        let id = raise_by_asean(&app).await;
+        for (who, expected) in refused {
+            assert_eq!(act(&app, who, &id, action).await, expected, "{who} {action}");
+        }
+        if action != "escalate" {
+            assert_eq!(act(&app, "asean-coord", &id, action).await, 403, "coordinators do not {action}");
+        }
+        assert_eq!(act(&app, "asean-duty", &id, action).await, 200, "the originating officer may {action}");
+    }
+    let id = raise_by_asean(&app).await;
+    assert_eq!(act(&app, "asean-coord", &id, "escalate").await, 200, "coordinators escalate");
+}
+
+async fn red_recipients_must_be_readers(backend: Backend) {
+    let app = spawn(backend).await;
+    let red = |recipients: Value| {
+        let mut body = incident("red");
+        body["parties"] = json!(["ASEAN"]);
+        body["recipients"] = recipients;
+        body
+    };
+    for who in ["asean-admin", "asean-audit"] {
+        let (status, err) = app.raise("th-duty", &red(json!([who]))).await;
+        assert_eq!(status, 422, "{who}: {err}");
+        assert_eq!(err["error"]["field"], "recipients");
+    }
+    let (status, err) = app.raise("th-duty", &red(json!(["asean-coord", "asean-admin"]))).await;
+    assert_eq!(status, 422, "one non-reader among readers is refused too: {err}");
+    let (status, inc) = app.raise("th-duty", &red(json!(["asean-coord"]))).await;
+    assert_eq!(status, 201, "{inc}");
+}
+
+/// asean-duty's red incident names only my-drugs; asean-bot, of the same party, may not
+/// see it. Reusing its dedup key or its Idempotency-Key must tell the bot nothing.
+async fn dedup_and_idempotency_keys_reveal_no_hidden_incident(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut red = incident("red");
+    red["recipients"] = json!(["my-drugs"]);
+    red["dedup_key"] = json!("port-klang-1");
+    let r = app
+        .http
+        .post(format!("{}/api/v1/incidents", app.base))
+        .bearer_auth(app.token("asean-duty").await)
+        .header("Idempotency-Key", "k-1")
+        .json(&red)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 201);
+    let hidden: Value = r.json().await.expect("json");
+    let hidden_id = hidden["id"].as_str().expect("id").to_string();
+    assert_eq!(app.get("asean-bot", &format!("/api/v1/incidents/{hidden_id}")).await.status(), 404);
+
+    // The same dedup key from the bot: a new incident of its own, as if the key were free.
+    let mut amber = incident("amber");
+    amber["dedup_key"] = json!("port-klang-1");
+    let (status, mine) = app.raise("asean-bot", &amber).await;
+    assert_eq!(status, 201, "{mine}");
+    assert_ne!(mine["id"], hidden["id"]);
+    assert!(!mine.to_string().contains(&hidden_id));
+    // And that one is the party-wide holder of the key from now on: the officer, who
+    // sees it, gets it back; the officer's own red one still answers its own retry.
+    let (status, again) = app.raise("asean-duty", &amber).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], mine["id"]);
+
+    // The officer's Idempotency-Key, reused by the bot: the bot's own new incident.
+    let r = app
+        .http
+        .post(format!("{}/api/v1/incidents", app.base))
+        .bearer_auth(app.token("asean-bot").await)
+        .header("Idempotency-Key", "k-1")
+        .json(&incident("amber"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.expect("json");
+    assert!(!body.to_string().contains(&hidden_id));
+}
+
+async fn oversized_headers_get_431(backend: Backend) {
+    let app = spawn(backend).await;
+    let get = |size: usize| app.http.get(format!("{}/healthz", app.base)).header("x-padding", "a".repeat(size)).send();
+    assert_eq!(get(4 * 1024).await.expect("sent").status(), 200);
+    let r = get(100 * 1024).await.expect("sent");
+    assert_eq!(r.status(), 431);
+    assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "headers_too_large");
+}
+
+async fn bearer_token_guessing_is_rate_limited(backend: Backend) {
+    let app = TestApp::builder().backend(backend).settings(|s| s.limits.token_failures = 3).spawn().await;
+    let valid = app.token("th-duty").await;
+    let (invalid_before, limited_before) =
+        (token_failures(&app, "invalid").await, token_failures(&app, "rate_limited").await);
+    let list = |token: String| app.http.get(format!("{}/api/v1/incidents", app.base)).bearer_auth(token).send();
+    for n in 0..3 {
+        let guess = format!("fp_{n:032}");
+        assert_eq!(list(guess).await.expect("sent").status(), 401);
+    }
+    let r = list("fp_99999999999999999999999999999999".into()).await.expect("sent");
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!(wait > 0 && wait <= 900, "Retry-After {wait}");
+    assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "rate_limited");
+    // Limited like sign-ins: the address waits, whatever it sends.
+    assert_eq!(list(valid).await.expect("sent").status(), 429);
+    // The recorder is shared by every hub in this test process: compare, do not equate.
+    assert!(token_failures(&app, "invalid").await >= invalid_before + 3);
+    assert!(token_failures(&app, "rate_limited").await >= limited_before + 2);
+}
+
+/// The `focalpoint_token_failures_total{reason}` counter (0 before the first).
+async fn token_failures(app: &TestApp, reason: &str) -> u64 {
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.expect("sent").text().await.expect("text");
+    let prefix = format!("focalpoint_token_failures_total{{reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+on_both_backends!(
+    only_the_named_roles_close_and_escalate,
+    red_recipients_must_be_readers,
+    dedup_and_idempotency_keys_reveal_no_hidden_incident,
+    oversized_headers_get_431,
+    bearer_token_guessing_is_rate_limited,
+);
