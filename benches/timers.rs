@@ -143,7 +143,7 @@ async fn run(phase: &str, a: &Args) {
     let mut load = Vec::new();
     if phase == "fan-out" {
         let token = focalpoint::auth::secret::generate();
-        store.insert_token(&focalpoint::auth::secret::hash(&token), "my-drugs", "bench").await.expect("token");
+        store.insert_token(&focalpoint::auth::secret::hash(&token), "my-drugs", "bench", None).await.expect("token");
         for _ in 0..a.clients {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
             let mut req = format!("ws://{addr}/api/v1/stream").into_client_request().expect("request");

@@ -40,6 +40,9 @@ pub struct ServerSettings {
     pub secure_cookies: bool,
     /// Lifetime of a dashboard session, in hours.
     pub session_hours: u32,
+    /// `GET /metrics` answers only with `Authorization: Bearer <this>`; empty turns
+    /// metrics off (they show how much is happening, so nobody else may read them).
+    pub metrics_token: String,
 }
 
 impl Default for ServerSettings {
@@ -50,6 +53,7 @@ impl Default for ServerSettings {
             allowed_origins: Vec::new(),
             secure_cookies: false,
             session_hours: 12,
+            metrics_token: String::new(),
         }
     }
 }
@@ -295,6 +299,11 @@ impl Settings {
             anyhow::bail!(
                 "dispatch.lease_seconds, concurrency (at most 256) and per_destination_per_minute must be > 0"
             );
+        }
+        let token = &self.server.metrics_token;
+        if !token.is_empty() && (token.len() < 16 || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            anyhow::bail!("server.metrics_token must be 16 to 256 visible ASCII characters (or empty: no metrics)");
         }
         let l = &self.limits;
         if l.max_body_bytes < 1024 || l.ws_max_message_bytes < 256 || l.ws_buffer_events < 16 {

@@ -89,7 +89,7 @@ impl Application {
         let limits = &settings.limits;
         let state = AppState::new(AppInner {
             hub,
-            auth: Authenticator { store, directory },
+            auth: Authenticator::new(store, directory),
             feed,
             limiter: SignInLimiter::new(limits.signin_failures, Duration::from_secs(limits.signin_window_seconds)),
             token_limiter: TokenLimiter::new(limits.token_failures, Duration::from_secs(limits.signin_window_seconds)),

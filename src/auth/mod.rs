@@ -5,7 +5,9 @@ pub mod limiter;
 pub mod password;
 pub mod secret;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -20,9 +22,19 @@ pub const SESSION_COOKIE: &str = "focalpoint_session";
 pub struct Authenticator {
     pub store: Arc<dyn Store>,
     pub directory: Arc<Directory>,
+    /// When each token's use was last written to the store. Writing it on every request
+    /// would add a write to every read; `token list` needs it to the hour, not the second.
+    touched: Arc<Mutex<HashMap<Vec<u8>, Instant>>>,
 }
 
+/// How often a token's "last used" time is written, at most.
+const TOUCH_EVERY: Duration = Duration::from_secs(300);
+
 impl Authenticator {
+    pub fn new(store: Arc<dyn Store>, directory: Arc<Directory>) -> Self {
+        Authenticator { store, directory, touched: Arc::default() }
+    }
+
     /// The principal `id` if `given` is its password. Unknown accounts are verified
     /// against a dummy hash: same answer, same time.
     pub async fn check_password(&self, id: &str, given: String) -> anyhow::Result<Option<Principal>> {
@@ -48,14 +60,40 @@ impl Authenticator {
         self.store.delete_session(&secret::hash(session)).await
     }
 
-    /// The principal behind a bearer token, if the token is valid and its focal point is
-    /// still in the directory.
+    /// The principal behind a bearer token, if the token is neither revoked nor expired
+    /// and its focal point is still in the directory.
     pub async fn by_token(&self, token: &str) -> anyhow::Result<Option<Principal>> {
         if !secret::looks_like_secret(token) {
             return Ok(None);
         }
-        let owner = self.store.token_owner(&secret::hash(token)).await?;
-        Ok(owner.and_then(|id| self.principal(&id)))
+        let hash = secret::hash(token);
+        let Some(owner) = self.store.token_owner(&hash, Utc::now()).await? else { return Ok(None) };
+        if self.due_for_touch(&hash) {
+            // Off the request's path: a failed write here must not refuse a valid token.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_token(&hash, Utc::now()).await {
+                    tracing::debug!(error = %e, "could not record a token's last use");
+                }
+            });
+        }
+        Ok(self.principal(&owner))
+    }
+
+    fn due_for_touch(&self, hash: &[u8]) -> bool {
+        let now = Instant::now();
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        match touched.get(hash) {
+            Some(at) if now.duration_since(*at) < TOUCH_EVERY => false,
+            _ => {
+                // Bounded: there are as many entries as valid tokens used lately.
+                if touched.len() > 100_000 {
+                    touched.retain(|_, at| now.duration_since(*at) < TOUCH_EVERY);
+                }
+                touched.insert(hash.to_vec(), now);
+                true
+            }
+        }
     }
 
     pub async fn by_session(&self, session: &str) -> anyhow::Result<Option<Principal>> {

@@ -72,7 +72,13 @@ enum TokenCommand {
         /// A note stored with the token, e.g. where it is used.
         #[arg(long, default_value = "cli")]
         label: String,
+        /// How long the token is valid: days or hours, e.g. `90d`, `12h`. Without it the
+        /// token is valid until revoked.
+        #[arg(long)]
+        expires: Option<String>,
     },
+    /// List a focal point's tokens: label, created, last used, expiry, state (never the token).
+    List { id: String },
     /// Revoke every token of a focal point.
     Revoke { id: String },
 }
@@ -137,10 +143,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Token { command: TokenCommand::Issue { id, label } } => {
-            credentials::issue_token(&settings(&cli)?, id, label).await
+        Command::Token { command: TokenCommand::Issue { id, label, expires } } => {
+            credentials::issue_token(&settings(&cli)?, id, label, expires.as_deref()).await
         }
         Command::Token { command: TokenCommand::Revoke { id } } => credentials::revoke(&settings(&cli)?, id).await,
+        Command::Token { command: TokenCommand::List { id } } => credentials::list(&settings(&cli)?, id).await,
         Command::Bot { command: BotCommand::Secret { id } } => bot::secret(&settings(&cli)?, id).await,
         Command::Passwd { id } => credentials::passwd(&settings(&cli)?, id).await,
         Command::Raise(args) => client::raise(args).await,

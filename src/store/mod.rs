@@ -212,13 +212,25 @@ pub trait AckLinks: Send + Sync {
 
 /// Tokens, passwords and sessions.
 ///
-/// Guarantees: the store sees hashes only, never a token or password; a revoked token or
-/// an expired or deleted session stops authenticating at once; a new password ends the
-/// focal point's sessions.
+/// Guarantees: the store sees hashes only, never a token or password; a revoked or expired
+/// token and an expired or deleted session stop authenticating at once; a new password
+/// ends the focal point's sessions.
 #[async_trait]
 pub trait Credentials: Send + Sync {
-    async fn insert_token(&self, token_hash: &[u8], focal_point: &str, label: &str) -> Result<()>;
-    async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<String>>;
+    /// Stores a token's hash; `expires_at` None means until revoked.
+    async fn insert_token(
+        &self,
+        token_hash: &[u8],
+        focal_point: &str,
+        label: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<()>;
+    /// The focal point of a token neither revoked nor expired at `now`.
+    async fn token_owner(&self, token_hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>>;
+    /// Records that a token was used at `at`.
+    async fn touch_token(&self, token_hash: &[u8], at: DateTime<Utc>) -> Result<()>;
+    /// Every token of a focal point, oldest first, revoked and expired ones included.
+    async fn tokens_of(&self, focal_point: &str) -> Result<Vec<TokenInfo>>;
     async fn revoke_tokens(&self, focal_point: &str) -> Result<u64>;
     async fn set_password(&self, focal_point: &str, phc: &str) -> Result<()>;
     async fn password_hash(&self, focal_point: &str) -> Result<Option<String>>;

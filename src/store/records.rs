@@ -89,6 +89,19 @@ pub enum PageResult {
     Cancelled { reason: String },
 }
 
+/// What `token list` shows of an API token: never the token, and of its hash only the
+/// first bytes, to tell tokens apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The first 8 hex digits of the token's SHA-256.
+    pub fingerprint: String,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// An email ack link, looked up by the SHA-256 of its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckToken {

@@ -81,6 +81,7 @@ impl Cluster {
             // Hundreds of pages to the same few phones: no per-destination throttle here.
             .env("FOCALPOINT__DISPATCH__PER_DESTINATION_PER_MINUTE", "100000")
             .env("FOCALPOINT__LOG__FILTER", "warn")
+            .env("FOCALPOINT__SERVER__METRICS_TOKEN", METRICS_TOKEN)
             .env("FOCALPOINT_CONFIG", "/nonexistent/focalpoint.toml");
         cmd
     }
@@ -321,8 +322,16 @@ async fn clients_get_every_event_while_redis_is_cut_and_the_bus_recovers_by_itse
         }
         ids.clear();
     }
-    let metrics =
-        cluster.http.get(format!("{}/metrics", b.base)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", b.base))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     let degraded = metrics
         .lines()
         .find(|l| l.starts_with("focalpoint_bus_degraded_total"))

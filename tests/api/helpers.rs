@@ -130,7 +130,20 @@ pub fn test_settings(store_url: &str) -> Settings {
     settings.server.listen = "127.0.0.1:0".into();
     settings.store.url = store_url.to_string();
     settings.network.file = network_file();
+    settings.server.metrics_token = METRICS_TOKEN.into();
     settings
+}
+
+/// `server.metrics_token` of every test hub.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123";
+
+impl TestApp {
+    /// The hub's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.base)).bearer_auth(METRICS_TOKEN).send().await.expect("sent");
+        assert_eq!(r.status(), 200, "metrics with the metrics token");
+        r.text().await.expect("text")
+    }
 }
 
 /// A change to the settings, applied before the hub is built.
@@ -257,7 +270,7 @@ impl TestApp {
             return t.clone();
         }
         let token = secret::generate();
-        self.store.insert_token(&secret::hash(&token), id, "test").await.expect("token stored");
+        self.store.insert_token(&secret::hash(&token), id, "test", None).await.expect("token stored");
         self.tokens.lock().expect("lock").insert(id.to_string(), token.clone());
         token
     }

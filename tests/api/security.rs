@@ -149,12 +149,74 @@ async fn bearer_token_guessing_is_rate_limited(backend: Backend) {
 
 /// The `focalpoint_token_failures_total{reason}` counter (0 before the first).
 async fn token_failures(app: &TestApp, reason: &str) -> u64 {
-    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.expect("sent").text().await.expect("text");
+    let metrics = app.metrics().await;
     let prefix = format!("focalpoint_token_failures_total{{reason=\"{reason}\"}} ");
     metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().expect("a count"))
 }
 
+/// Expired tokens are refused like revoked ones; a used token's last use is recorded.
+async fn expired_tokens_are_refused(backend: Backend) {
+    let app = spawn(backend).await;
+    let now = chrono::Utc::now();
+    let (expired, valid) = (focalpoint::auth::secret::generate(), focalpoint::auth::secret::generate());
+    let hash = focalpoint::auth::secret::hash;
+    app.store
+        .insert_token(&hash(&expired), "th-duty", "old", Some(now - chrono::TimeDelta::minutes(1)))
+        .await
+        .expect("token");
+    app.store
+        .insert_token(&hash(&valid), "th-duty", "new", Some(now + chrono::TimeDelta::days(90)))
+        .await
+        .expect("token");
+    let list = |token: String| app.http.get(format!("{}/api/v1/incidents", app.base)).bearer_auth(token).send();
+    assert_eq!(list(expired).await.expect("sent").status(), 401);
+    assert_eq!(list(valid).await.expect("sent").status(), 200);
+    let store = app.store.clone();
+    wait_until(|| {
+        let store = store.clone();
+        async move {
+            let tokens = store.tokens_of("th-duty").await.expect("list");
+            tokens.iter().any(|t| t.label == "new" && t.last_used_at.is_some())
+        }
+    })
+    .await;
+    let tokens = app.store.tokens_of("th-duty").await.expect("list");
+    assert!(tokens.iter().all(|t| t.label != "old" || t.last_used_at.is_none()), "a refused token was not used");
+}
+
+/// Nothing unauthenticated tells how much is going on: readiness says ready or not, and
+/// metrics need their own token (none configured: no metrics at all).
+async fn no_unauthenticated_endpoint_reveals_activity(backend: Backend) {
+    let app = spawn(backend).await;
+    let (status, _) = app.raise("th-duty", &incident("amber")).await;
+    assert_eq!(status, 201);
+    let ready: Value =
+        app.http.get(format!("{}/readyz", app.base)).send().await.expect("sent").json().await.expect("json");
+    assert_eq!(ready["status"], "ready");
+    let text = ready.to_string();
+    assert!(!text.contains("seq") && !text.chars().any(|c| c.is_ascii_digit()), "no counters: {text}");
+
+    let metrics = |token: Option<&str>| {
+        let mut r = app.http.get(format!("{}/metrics", app.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(metrics(None).await.expect("sent").status(), 401);
+    assert_eq!(metrics(Some("test-metrics-token-0124")).await.expect("sent").status(), 401);
+    let officer = app.token("th-duty").await;
+    assert_eq!(metrics(Some(&officer)).await.expect("sent").status(), 401, "a party's token is not the metrics token");
+    assert!(app.metrics().await.contains("focalpoint_incidents_raised_total"));
+
+    let off = TestApp::builder().backend(backend).settings(|s| s.server.metrics_token.clear()).spawn().await;
+    let r = off.http.get(format!("{}/metrics", off.base)).bearer_auth(METRICS_TOKEN).send().await.expect("sent");
+    assert_eq!(r.status(), 404, "no metrics token configured: no metrics");
+}
+
 on_both_backends!(
+    no_unauthenticated_endpoint_reveals_activity,
+    expired_tokens_are_refused,
     only_the_named_roles_close_and_escalate,
     red_recipients_must_be_readers,
     dedup_and_idempotency_keys_reveal_no_hidden_incident,

@@ -51,6 +51,8 @@ build() {
 export FOCALPOINT__STORE__URL="sqlite://$WORK/hub.db"
 export FOCALPOINT__SERVER__LISTEN="127.0.0.1:0"
 export FOCALPOINT__LOG__FILTER="warn"
+# /metrics answers only with this token (server.metrics_token).
+export FOCALPOINT__SERVER__METRICS_TOKEN="bench-metrics-token-$$-0000"
 
 # issue_token ID → prints the token (the last line of `focalpoint token issue`).
 issue_token() {

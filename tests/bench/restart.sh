@@ -38,12 +38,13 @@ PIDS+=("$BENCH")
 
 # Wait until every client is connected, let incidents flow for a few seconds, then kill.
 python3 - "$HUB_URL/metrics" "$CLIENTS" <<'PY'
-import sys, time, urllib.request
+import os, sys, time, urllib.request
 url, want = sys.argv[1], int(sys.argv[2])
 deadline = time.monotonic() + 120
 while time.monotonic() < deadline:
     try:
-        text = urllib.request.urlopen(url, timeout=2).read().decode()
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer " + os.environ["FOCALPOINT__SERVER__METRICS_TOKEN"]})
+        text = urllib.request.urlopen(request, timeout=2).read().decode()
         n = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("focalpoint_stream_clients"))
         if n >= want:
             sys.exit(0)

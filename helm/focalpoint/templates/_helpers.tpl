@@ -125,6 +125,7 @@ URL in cluster mode.
 {{- $items = append $items (dict "env" "FOCALPOINT__SMS__AUTH_TOKEN" "value" .Values.sms.authToken "key" .Values.secrets.keys.smsAuthToken "optional" true) }}
 {{- $items = append $items (dict "env" "FOCALPOINT__EMAIL__PASSWORD" "value" .Values.email.password "key" .Values.secrets.keys.emailPassword "optional" true) }}
 {{- $items = append $items (dict "env" "FOCALPOINT__WEBHOOK__SIGNING_KEY" "value" .Values.webhook.signingKey "key" .Values.secrets.keys.webhookSigningKey "optional" true) }}
+{{- $items = append $items (dict "env" "FOCALPOINT__SERVER__METRICS_TOKEN" "value" .Values.metrics.token "key" .Values.secrets.keys.metricsToken "optional" true) }}
 {{- toJson $items }}
 {{- end }}
 
@@ -156,6 +157,12 @@ URL in cluster mode.
 {{- if and $.Values.store.url (ne (include "focalpoint.mode" .) "embedded") }}
 {{- fail "focalpoint: with secrets.existingSecret the PostgreSQL URL comes from that Secret (key secrets.keys.storeUrl): leave store.url empty and set store.mode=cluster" }}
 {{- end }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.token) (not .Values.secrets.existingSecret) }}
+{{- fail "focalpoint: metrics.serviceMonitor.enabled needs metrics.token (16+ characters): /metrics answers only to that token" }}
+{{- end }}
+{{- if and .Values.metrics.token (lt (len .Values.metrics.token) 16) }}
+{{- fail "focalpoint: metrics.token must be at least 16 characters" }}
 {{- end }}
 {{- if and .Values.bus.redisUrl (not (hasPrefix "redis" .Values.bus.redisUrl)) }}
 {{- fail (printf "focalpoint: bus.redisUrl must start with redis:// or rediss://, got %q" .Values.bus.redisUrl) }}

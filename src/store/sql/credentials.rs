@@ -4,26 +4,72 @@
 use chrono::{DateTime, Utc};
 
 use super::Conn;
-use crate::store::Result;
+use crate::store::{Result, TokenInfo};
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-pub async fn insert_token(c: &mut dyn Conn, hash: &[u8], focal_point: &str, label: &str) -> Result<()> {
+pub async fn insert_token(
+    c: &mut dyn Conn,
+    hash: &[u8],
+    focal_point: &str,
+    label: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<()> {
     c.execute(
-        "INSERT INTO api_tokens (hash, focal_point, label, created_at) VALUES ($1, $2, $3, $4)",
-        &[hash.into(), focal_point.into(), label.into(), now_ms().into()],
+        "INSERT INTO api_tokens (hash, focal_point, label, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            hash.into(),
+            focal_point.into(),
+            label.into(),
+            now_ms().into(),
+            expires_at.map(|t| t.timestamp_millis()).into(),
+        ],
     )
     .await?;
     Ok(())
 }
 
-pub async fn token_owner(c: &mut dyn Conn, hash: &[u8]) -> Result<Option<String>> {
+pub async fn token_owner(c: &mut dyn Conn, hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>> {
     let row = c
-        .query_opt("SELECT focal_point FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL", &[hash.into()])
+        .query_opt(
+            "SELECT focal_point FROM api_tokens
+             WHERE hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+            &[hash.into(), now.timestamp_millis().into()],
+        )
         .await?;
     row.map(|r| r.text("focal_point")).transpose()
+}
+
+pub async fn touch_token(c: &mut dyn Conn, hash: &[u8], at: DateTime<Utc>) -> Result<()> {
+    c.execute("UPDATE api_tokens SET last_used_at = $1 WHERE hash = $2", &[at.timestamp_millis().into(), hash.into()])
+        .await?;
+    Ok(())
+}
+
+pub async fn tokens_of(c: &mut dyn Conn, focal_point: &str) -> Result<Vec<TokenInfo>> {
+    let rows = c
+        .query(
+            "SELECT hash, label, created_at, last_used_at, expires_at, revoked_at FROM api_tokens
+             WHERE focal_point = $1 ORDER BY created_at, hash",
+            &[focal_point.into()],
+        )
+        .await?;
+    let time = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+    rows.iter()
+        .map(|r| {
+            let hash = r.blob("hash")?;
+            Ok(TokenInfo {
+                fingerprint: hex::encode(&hash[..hash.len().min(4)]),
+                label: r.text("label")?,
+                created_at: time(Some(r.i64("created_at")?)).unwrap_or_default(),
+                last_used_at: time(r.opt_i64("last_used_at")?),
+                expires_at: time(r.opt_i64("expires_at")?),
+                revoked_at: time(r.opt_i64("revoked_at")?),
+            })
+        })
+        .collect()
 }
 
 pub async fn revoke_tokens(c: &mut dyn Conn, focal_point: &str) -> Result<u64> {

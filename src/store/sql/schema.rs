@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_dispatch.sql")),
     (3, include_str!("migrations/0003_outbox_indexes.sql")),
     (4, include_str!("migrations/0004_dedup_scope.sql")),
+    (5, include_str!("migrations/0005_token_expiry.sql")),
 ];
 
 /// Advisory lock key held while migrating on PostgreSQL ("fpmigrat" in ASCII): replicas

@@ -220,14 +220,30 @@ impl<B: Backend> AckLinks for SqlStore<B> {
 
 #[async_trait]
 impl<B: Backend> Credentials for SqlStore<B> {
-    async fn insert_token(&self, token_hash: &[u8], focal_point: &str, label: &str) -> Result<()> {
+    async fn insert_token(
+        &self,
+        token_hash: &[u8],
+        focal_point: &str,
+        label: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         let (hash, fp, label) = (token_hash.to_vec(), focal_point.to_string(), label.to_string());
-        unit!(self, write Plain, |c| credentials::insert_token(c, &hash, &fp, &label).await)
+        unit!(self, write Plain, |c| credentials::insert_token(c, &hash, &fp, &label, expires_at).await)
     }
 
-    async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<String>> {
+    async fn token_owner(&self, token_hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>> {
         let hash = token_hash.to_vec();
-        unit!(self, read, |c| credentials::token_owner(c, &hash).await)
+        unit!(self, read, |c| credentials::token_owner(c, &hash, now).await)
+    }
+
+    async fn touch_token(&self, token_hash: &[u8], at: DateTime<Utc>) -> Result<()> {
+        let hash = token_hash.to_vec();
+        unit!(self, write Plain, |c| credentials::touch_token(c, &hash, at).await)
+    }
+
+    async fn tokens_of(&self, focal_point: &str) -> Result<Vec<TokenInfo>> {
+        let fp = focal_point.to_string();
+        unit!(self, read, |c| credentials::tokens_of(c, &fp).await)
     }
 
     async fn revoke_tokens(&self, focal_point: &str) -> Result<u64> {
