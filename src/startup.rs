@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppInner, AppState};
 use crate::auth::Authenticator;
+use crate::auth::ended::CredentialWatch;
 use crate::auth::limiter::{SignInLimiter, TokenLimiter};
 use crate::bus::Bus;
 use crate::channels::{Gateways, SecretLookup, webhook};
@@ -70,6 +71,7 @@ impl Application {
             gauge_at: Default::default(),
         });
         engine.clone().spawn(shutdown_rx.clone());
+        let credentials = CredentialWatch::start(store.clone(), shutdown_rx.clone());
         // Pages leave through the outbox dispatcher (SMS, email, bot webhooks). Built here,
         // inside the runtime: the SMTP pool starts a task.
         let gateways = Gateways::from_settings(
@@ -91,6 +93,7 @@ impl Application {
             hub,
             auth: Authenticator::new(store, directory),
             feed,
+            credentials,
             limiter: SignInLimiter::new(limits.signin_failures, Duration::from_secs(limits.signin_window_seconds)),
             token_limiter: TokenLimiter::new(limits.token_failures, Duration::from_secs(limits.signin_window_seconds)),
             allowed_origins: settings.allowed_origins(),

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -27,14 +28,31 @@ pub enum Credential {
 pub struct Caller(pub Principal, pub Credential);
 
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    bearer_in(&parts.headers)
+}
+
+fn bearer_in(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The stored hash of the credential a request authenticated with (the stream keeps it,
+/// to close when that credential ends).
+pub fn credential_hash(headers: &HeaderMap, kind: Credential) -> Option<Vec<u8>> {
+    let secret = match kind {
+        Credential::Bearer => bearer_in(headers)?,
+        Credential::Cookie => session_cookie_in(headers)?,
+    };
+    Some(crate::auth::secret::hash(secret))
+}
+
 pub fn session_cookie(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+    session_cookie_in(&parts.headers)
+}
+
+fn session_cookie_in(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
+use crate::auth::ended::CredentialWatch;
 use crate::auth::limiter::{SignInLimiter, TokenLimiter};
 use crate::commands::Hub;
 use crate::config::Settings;
@@ -37,6 +38,8 @@ pub struct AppInner {
     pub hub: Hub,
     pub auth: Authenticator,
     pub feed: Arc<Feed>,
+    /// Credentials that ended, for closing the streams opened with them.
+    pub credentials: Arc<CredentialWatch>,
     pub limiter: SignInLimiter,
     /// Requests with invalid bearer tokens, per client address.
     pub token_limiter: TokenLimiter,

@@ -76,6 +76,8 @@ async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<
     parts.headers = headers;
     if let Some(session) = super::extract::session_cookie(&parts) {
         app.auth.close_session(session).await?;
+        // This node's streams at once; the other replicas' within a second.
+        app.credentials.announce(crate::auth::secret::hash(session));
     }
     let mut response = Json(json!({ "signed_out": true })).into_response();
     response.headers_mut().insert(

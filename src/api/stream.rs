@@ -30,7 +30,8 @@ use tokio::time::{Instant, MissedTickBehavior, timeout};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Caller, Credential};
+use super::extract::{Caller, Credential, credential_hash};
+use crate::auth::ended::CLOSE_CREDENTIAL;
 use crate::domain::principal::Principal;
 use crate::domain::visibility::{self, may_see};
 use crate::feed::FeedItem;
@@ -88,13 +89,14 @@ async fn upgrade(
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| async move {
+            let credential = credential_hash(&headers, credential);
             // Commands a client sends (acks) run where requests do; the client's own
             // task runs on the stream runtime.
             let commands = Handle::current();
             let client = async move {
                 let clients = &telemetry::stream_metrics().clients;
                 clients.increment(1.0);
-                serve(socket, app, me, q.after, commands).await;
+                serve(socket, app, me, credential, q.after, commands).await;
                 clients.decrement(1.0);
             };
             match stream_runtime() {
@@ -215,11 +217,19 @@ async fn write_batch(sink: &mut Sink, batch: &mut Vec<Arc<FeedItem>>) -> Result<
     outcome
 }
 
-async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i64>, commands: Handle) {
+async fn serve(
+    socket: WebSocket,
+    app: AppState,
+    me: Principal,
+    credential: Option<Vec<u8>>,
+    after: Option<i64>,
+    commands: Handle,
+) {
     let keys = visibility::viewer_keys(&me);
     let metrics = telemetry::stream_metrics();
     // Subscribe first: see the module docs.
     let mut feed = app.feed.subscribe();
+    let mut ended = app.credentials.subscribe();
     let (mut sink, mut incoming) = socket.split();
 
     // `last` is the highest seq handled (sent or skipped); `sent` the last one sent.
@@ -338,6 +348,21 @@ async fn serve(socket: WebSocket, app: AppState, me: Principal, after: Option<i6
                     return;
                 }
                 if send(&mut sink, Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            batch = ended.recv() => {
+                let mine = match &batch {
+                    Ok(hashes) => credential.as_ref().is_some_and(|c| hashes.contains(c)),
+                    // Missed some: maybe ours. Err on the side of closing; the client
+                    // reconnects at once if its credential is still good.
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => false,
+                };
+                if mine {
+                    tracing::info!(client = %me.id, "stream credential ended; closing");
+                    let reason = format!("credentials revoked, expired or signed out; sign in again, resume after seq {sent}");
+                    close(&mut sink, CLOSE_CREDENTIAL, reason).await;
                     return;
                 }
             }

@@ -1,6 +1,7 @@
 //! Credentials: bearer tokens for machines and scripts, passwords and session cookies for
 //! people, and the sign-in rate limiter. Only hashes are stored.
 
+pub mod ended;
 pub mod limiter;
 pub mod password;
 pub mod secret;

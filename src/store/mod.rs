@@ -232,6 +232,9 @@ pub trait Credentials: Send + Sync {
     /// Every token of a focal point, oldest first, revoked and expired ones included.
     async fn tokens_of(&self, focal_point: &str) -> Result<Vec<TokenInfo>>;
     async fn revoke_tokens(&self, focal_point: &str) -> Result<u64>;
+    /// Hashes of tokens revoked or expired, and of sessions ended (signed out, replaced by
+    /// a new password, expired), in `(since, now]`.
+    async fn ended_credentials(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<Vec<u8>>>;
     async fn set_password(&self, focal_point: &str, phc: &str) -> Result<()>;
     async fn password_hash(&self, focal_point: &str) -> Result<Option<String>>;
     async fn insert_session(&self, session_hash: &[u8], focal_point: &str, expires_at: DateTime<Utc>) -> Result<()>;

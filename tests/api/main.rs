@@ -22,6 +22,7 @@ mod servers;
 mod smtp_server;
 mod store;
 mod stream;
+mod stream_credentials;
 mod twilio_fake;
 mod validation;
 mod visibility;

@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 use super::Conn;
 use crate::store::{Result, TokenInfo};
 
+/// How long an ended session's row is kept.
+const PURGE_AFTER_MS: i64 = 24 * 3600 * 1000;
+
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -87,8 +90,13 @@ pub async fn set_password(c: &mut dyn Conn, focal_point: &str, phc: &str) -> Res
         &[focal_point.into(), phc.into(), now_ms().into()],
     )
     .await?;
-    // A new password ends every session signed in with the old one.
-    c.execute("DELETE FROM sessions WHERE focal_point = $1", &[focal_point.into()]).await?;
+    // A new password ends every session signed in with the old one (ended, not deleted:
+    // see `delete_session`).
+    c.execute(
+        "UPDATE sessions SET ended_at = $1 WHERE focal_point = $2 AND ended_at IS NULL",
+        &[now_ms().into(), focal_point.into()],
+    )
+    .await?;
     Ok(())
 }
 
@@ -99,7 +107,8 @@ pub async fn password_hash(c: &mut dyn Conn, focal_point: &str) -> Result<Option
 
 pub async fn insert_session(c: &mut dyn Conn, hash: &[u8], focal_point: &str, expires_at: DateTime<Utc>) -> Result<()> {
     let now = now_ms();
-    c.execute("DELETE FROM sessions WHERE expires_at < $1", &[now.into()]).await?;
+    // Ended sessions stay a day, long after every replica's stream watch has seen them.
+    c.execute("DELETE FROM sessions WHERE expires_at < $1 OR ended_at < $1", &[(now - PURGE_AFTER_MS).into()]).await?;
     c.execute(
         "INSERT INTO sessions (hash, focal_point, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         &[hash.into(), focal_point.into(), now.into(), expires_at.timestamp_millis().into()],
@@ -111,16 +120,39 @@ pub async fn insert_session(c: &mut dyn Conn, hash: &[u8], focal_point: &str, ex
 pub async fn session_owner(c: &mut dyn Conn, hash: &[u8], now: DateTime<Utc>) -> Result<Option<String>> {
     let row = c
         .query_opt(
-            "SELECT focal_point FROM sessions WHERE hash = $1 AND expires_at > $2",
+            "SELECT focal_point FROM sessions WHERE hash = $1 AND expires_at > $2 AND ended_at IS NULL",
             &[hash.into(), now.timestamp_millis().into()],
         )
         .await?;
     row.map(|r| r.text("focal_point")).transpose()
 }
 
+/// Ends a session now. The row stays (until purged a day later) so that every replica's
+/// stream watch sees the session end ([`ended`]).
 pub async fn delete_session(c: &mut dyn Conn, hash: &[u8]) -> Result<()> {
-    c.execute("DELETE FROM sessions WHERE hash = $1", &[hash.into()]).await?;
+    c.execute(
+        "UPDATE sessions SET ended_at = $1 WHERE hash = $2 AND ended_at IS NULL",
+        &[now_ms().into(), hash.into()],
+    )
+    .await?;
     Ok(())
+}
+
+pub async fn ended(c: &mut dyn Conn, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
+    let (since, now) = (since.timestamp_millis(), now.timestamp_millis());
+    let params = [since.into(), now.into()];
+    let mut hashes = Vec::new();
+    for sql in [
+        "SELECT hash FROM api_tokens WHERE (revoked_at > $1 AND revoked_at <= $2)
+            OR (revoked_at IS NULL AND expires_at > $1 AND expires_at <= $2)",
+        "SELECT hash FROM sessions WHERE (ended_at > $1 AND ended_at <= $2)
+            OR (ended_at IS NULL AND expires_at > $1 AND expires_at <= $2)",
+    ] {
+        for row in c.query(sql, &params).await? {
+            hashes.push(row.blob("hash")?);
+        }
+    }
+    Ok(hashes)
 }
 
 pub async fn count(c: &mut dyn Conn) -> Result<u64> {

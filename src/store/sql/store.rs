@@ -246,6 +246,10 @@ impl<B: Backend> Credentials for SqlStore<B> {
         unit!(self, read, |c| credentials::tokens_of(c, &fp).await)
     }
 
+    async fn ended_credentials(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
+        unit!(self, read, |c| credentials::ended(c, since, now).await)
+    }
+
     async fn revoke_tokens(&self, focal_point: &str) -> Result<u64> {
         let fp = focal_point.to_string();
         unit!(self, write Plain, |c| credentials::revoke_tokens(c, &fp).await)
