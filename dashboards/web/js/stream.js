@@ -122,8 +122,9 @@ export class Stream {
       this.setState(Date.now() - this.failingSince >= OFFLINE_AFTER_MS ? 'offline' : 'reconnecting');
       this.armOffline();
       this.resolveLiveWaiters(false);
-      // 4008: slow consumer, resume at once from our seq.
-      this.scheduleRetry(opened || e.code === 4008, e.code);
+      // 4008: slow consumer, resume at once from our seq. 4001: our credential ended;
+      // ask whether the session is still good (it is not: the sign-in screen) first.
+      this.scheduleRetry((opened && e.code !== 4001) || e.code === 4008, e.code);
     };
   }
 
