@@ -94,20 +94,32 @@ async fn append_loop(pool: PgPool, mut queue: mpsc::Receiver<Box<dyn Pending>>, 
 
 /// One batch in one transaction; returns the head appended, if any.
 async fn append_batch(pool: &PgPool, batch: &mut [Box<dyn Pending>]) -> Result<Option<i64>> {
-    let mut tx = PgConn { conn: pool.begin().await?, head: None };
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOG_LOCK).execute(&mut *tx.conn).await?;
+    let mut tx = PgConn { conn: pool.begin().await?, head: None, tail: None };
     // A unit alone needs no savepoint: if it fails, the whole transaction rolls back.
     let alone = batch.len() == 1;
+    // Every statement here is a round trip under the log lock, which the whole cluster
+    // waits on: the savepoint rides with the lock, and one statement ends a unit and
+    // opens the next (a savepoint rolled back to stays, ready for the next unit).
+    let lock = format!("SELECT pg_advisory_xact_lock({LOG_LOCK}){}", if alone { "" } else { "; SAVEPOINT unit" });
+    sqlx::raw_sql(sqlx::AssertSqlSafe(lock)).execute(&mut *tx.conn).await?;
     let (mut head, mut kept) = (None, 0);
-    for item in batch.iter_mut() {
+    let last = batch.len().saturating_sub(1);
+    for (i, item) in batch.iter_mut().enumerate() {
         tx.head = None;
-        if !alone {
-            sqlx::raw_sql("SAVEPOINT unit").execute(&mut *tx.conn).await?;
-        }
+        let tail = tx.tail;
         let ok = item.run(&mut tx).await;
+        if !ok {
+            tx.tail = tail;
+        }
         if !alone {
-            let end = if ok { "RELEASE unit" } else { "ROLLBACK TO unit; RELEASE unit" };
-            sqlx::raw_sql(end).execute(&mut *tx.conn).await?;
+            let next = match (ok, i == last) {
+                (true, false) => Some("RELEASE unit; SAVEPOINT unit"),
+                (true, true) => None, // COMMIT releases it
+                (false, _) => Some("ROLLBACK TO unit"),
+            };
+            if let Some(sql) = next {
+                sqlx::raw_sql(sql).execute(&mut *tx.conn).await?;
+            }
         }
         if ok {
             kept += 1;
@@ -130,7 +142,7 @@ impl Backend for PostgresBackend {
             self.appends.send(item).await.map_err(|_| anyhow::anyhow!("the PostgreSQL appender has stopped"))?;
             return batch::answer(answer).await;
         }
-        let mut tx = PgConn { conn: self.pool.begin().await?, head: None };
+        let mut tx = PgConn { conn: self.pool.begin().await?, head: None, tail: None };
         match job(&mut tx).await {
             Ok(value) => {
                 let head = tx.head;
@@ -148,7 +160,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn read<R: Send + 'static>(&self, job: Job<R>) -> Result<R> {
-        let mut conn = PgConn { conn: self.pool.acquire().await?, head: None };
+        let mut conn = PgConn { conn: self.pool.acquire().await?, head: None, tail: None };
         job(&mut conn).await
     }
 
@@ -159,7 +171,10 @@ impl Backend for PostgresBackend {
 
 struct PgConn<C> {
     conn: C,
+    /// The highest seq the current unit of work appended.
     head: Option<i64>,
+    /// The last append of the current transaction ([`Conn::tail`]).
+    tail: Option<(i64, [u8; 32])>,
 }
 
 fn bind<'q>(
@@ -217,8 +232,13 @@ impl<C: DerefMut<Target = PgConnection> + Send> Conn for PgConn<C> {
         let names: std::sync::Arc<[String]> = first.columns().iter().map(|c| c.name().to_string()).collect();
         rows.iter().map(|r| row_of(r, &names)).collect()
     }
-    fn appended(&mut self, seq: i64) {
+    fn appended(&mut self, seq: i64, hash: [u8; 32]) {
         self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
+        self.tail = Some((seq, hash));
+    }
+
+    fn tail(&self) -> Option<(i64, [u8; 32])> {
+        self.tail
     }
 }
 

@@ -121,7 +121,7 @@ fn connect(path: &str, synchronous_full: bool) -> Result<SqliteConn> {
         if synchronous_full { "FULL" } else { "NORMAL" }
     ))?;
     raw.set_prepared_statement_cache_capacity(256);
-    Ok(SqliteConn { raw, head: None })
+    Ok(SqliteConn { raw, head: None, tail: None })
 }
 
 pub struct SqliteBackend {
@@ -161,7 +161,10 @@ impl Backend for SqliteBackend {
 /// A connection owned by the writer or a reader thread.
 pub struct SqliteConn {
     raw: rusqlite::Connection,
+    /// The highest seq the current unit of work appended.
     head: Option<i64>,
+    /// The last append of the current transaction ([`Conn::tail`]).
+    tail: Option<(i64, [u8; 32])>,
 }
 
 impl SqliteConn {
@@ -238,8 +241,13 @@ impl Conn for SqliteConn {
         Ok(out)
     }
 
-    fn appended(&mut self, seq: i64) {
+    fn appended(&mut self, seq: i64, hash: [u8; 32]) {
         self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
+        self.tail = Some((seq, hash));
+    }
+
+    fn tail(&self) -> Option<(i64, [u8; 32])> {
+        self.tail
     }
 }
 
@@ -286,6 +294,7 @@ fn write_loop(
 /// Writes a batch in one transaction; returns the head appended, if any.
 fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<Option<i64>> {
     conn.control("BEGIN IMMEDIATE")?;
+    conn.tail = None;
     // A unit alone needs no savepoint: if it fails, the whole transaction rolls back.
     let alone = batch.len() == 1;
     let mut head = None;
@@ -293,10 +302,14 @@ fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<
     let mut run = || -> Result<()> {
         for item in batch.iter_mut() {
             conn.head = None;
+            let tail = conn.tail;
             if !alone {
                 conn.control("SAVEPOINT unit")?;
             }
             let ok = block_on(item.run(conn));
+            if !ok {
+                conn.tail = tail;
+            }
             if !alone {
                 if !ok {
                     conn.control("ROLLBACK TO unit")?;

@@ -20,8 +20,12 @@ const CHUNK: usize = 100;
 /// Ids per `IN (…)` list.
 const IN_CHUNK: usize = 500;
 
-/// The committed head: its seq (0 for an empty log) and hash.
+/// The head: its seq (0 for an empty log) and hash; this transaction's own last append
+/// if it made one.
 async fn head(c: &mut dyn Conn) -> Result<(i64, [u8; 32])> {
+    if let Some(tail) = c.tail() {
+        return Ok(tail);
+    }
     let row = c.query_opt("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", &[]).await?;
     match row {
         None => Ok((0, GENESIS)),
@@ -78,7 +82,7 @@ pub async fn append(c: &mut dyn Conn, events: &[(NewEvent, i64)]) -> Result<Opti
     if rows > 0 {
         insert(c, rows, &values).await?;
     }
-    c.appended(seq);
+    c.appended(seq, prev);
     Ok(Some(seq))
 }
 

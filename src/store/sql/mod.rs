@@ -178,9 +178,13 @@ pub trait Conn: Send {
     async fn execute_script(&mut self, sql: &str) -> Result<()>;
     /// Runs a query (or a statement with RETURNING) and returns every row.
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
-    /// Remembers that this unit of work appended events up to `seq` (the backend
-    /// announces the highest after commit).
-    fn appended(&mut self, seq: i64);
+    /// Remembers that this unit of work appended events up to `seq`, whose hash is
+    /// `hash` (the backend announces the highest seq after commit).
+    fn appended(&mut self, seq: i64, hash: [u8; 32]);
+    /// The head this transaction appended last, if it appended: later units of the same
+    /// batch start from it instead of reading it again (nobody else can append while the
+    /// transaction holds the log). A batch restores it when it rolls a unit back.
+    fn tail(&self) -> Option<(i64, [u8; 32])>;
 }
 
 impl dyn Conn + '_ {

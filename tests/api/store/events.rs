@@ -26,6 +26,7 @@ on_both_backends!(
     active_incident_by_ref_finds_open_and_acknowledged_incidents_only,
     concurrent_raises_with_one_dedup_key_give_one_incident,
     concurrent_appends_never_show_a_reader_a_gap,
+    a_failing_write_among_concurrent_ones_fails_alone,
 );
 
 async fn raise_dedup_and_idempotency(backend: Backend) {
@@ -272,6 +273,35 @@ async fn concurrent_raises_with_one_dedup_key_give_one_incident(backend: Backend
     assert_eq!((created, ids.len()), (1, 1), "exactly one incident, every raise answered with it");
     let all = IncidentQuery { limit: 100, ..Default::default() };
     assert_eq!(f.store.list_incidents(&all, &f.viewer("th-duty")).await.expect("list").total, 1);
+}
+
+/// Concurrent raises are written together (group commit); a raise that fails after
+/// appending its event (its incident id is taken: the same record raised twice) must fail
+/// alone, leaving the others committed and the log contiguous and chained.
+async fn a_failing_write_among_concurrent_ones_fails_alone(backend: Backend) {
+    let f = Arc::new(fixture(backend).await);
+    let start = f.store.head_seq().await.expect("head");
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let record = f.record("th-duty", body("green", &["MY"]), None);
+        let copies = if i % 3 == 0 { 2 } else { 1 };
+        for _ in 0..copies {
+            let (f, record) = (f.clone(), record.clone());
+            tasks.push(tokio::spawn(async move { f.store.raise(record).await.is_ok() }));
+        }
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(ok, 30, "each incident once; each second copy refused");
+    let report = f.store.verify_chain().await.expect("verify");
+    assert_eq!(report.broken_at, None, "the chain holds");
+    let events = f.store.events_after(start, 1000).await.expect("events");
+    let seqs: Vec<i64> = events.iter().map(|e| e.event.seq).collect();
+    assert_eq!(seqs, ((start + 1)..=(start + seqs.len() as i64)).collect::<Vec<_>>(), "contiguous");
+    let raised = events.iter().filter(|e| e.event.kind == focalpoint::domain::event::EventType::Raised).count();
+    assert_eq!(raised, 30, "only the raises that committed left events");
 }
 
 async fn concurrent_appends_never_show_a_reader_a_gap(backend: Backend) {
