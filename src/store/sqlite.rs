@@ -180,16 +180,15 @@ fn placeholders(sql: &str) -> Cow<'_, str> {
     if !sql.contains('$') {
         return Cow::Borrowed(sql);
     }
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
-    for (i, ch) in sql.char_indices() {
-        if ch == '$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(ch);
+    // Byte-wise: `$` and digits are ASCII, so every other byte (UTF-8 included) is copied
+    // through unchanged.
+    let mut out = sql.as_bytes().to_vec();
+    for i in 0..out.len() {
+        if out[i] == b'$' && out.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            out[i] = b'?';
         }
     }
-    Cow::Owned(out)
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| sql.to_string()))
 }
 
 impl rusqlite::ToSql for Value {
@@ -387,5 +386,15 @@ mod tests {
     fn rewrites_numbered_placeholders_only() {
         assert_eq!(placeholders("SELECT $1, $12 FROM t WHERE a = 'x$'"), "SELECT ?1, ?12 FROM t WHERE a = 'x$'");
         assert_eq!(placeholders("SELECT 1"), "SELECT 1");
+        assert_eq!(placeholders("SELECT 'é$' || $2"), "SELECT 'é$' || ?2");
+    }
+
+    #[test]
+    fn tuples_and_lists() {
+        use crate::store::sql::{placeholders as list, tuples};
+        assert_eq!(tuples(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(tuples(5, 1, 1), "($5)");
+        assert_eq!(list(3, 3), "$3, $4, $5");
+        assert_eq!(list(1, 0), "");
     }
 }

@@ -198,12 +198,35 @@ impl dyn Conn + '_ {
 
 /// `$first, $first+1, …` for `n` values: the inside of an `IN (…)`.
 pub fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    let mut sql = String::with_capacity(n * 6);
+    push_placeholders(&mut sql, first, n);
+    sql
 }
 
 /// `($1, $2), ($3, $4), …`: `rows` tuples of `width` placeholders from `first`.
 pub fn tuples(first: usize, rows: usize, width: usize) -> String {
-    (0..rows).map(|r| format!("({})", placeholders(first + r * width, width))).collect::<Vec<_>>().join(", ")
+    // Built in one buffer: these run for every multi-row statement the writer executes,
+    // and a string per placeholder was a tenth of its time.
+    let mut sql = String::with_capacity(rows * (width * 6 + 4));
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        push_placeholders(&mut sql, first + r * width, width);
+        sql.push(')');
+    }
+    sql
+}
+
+fn push_placeholders(sql: &mut String, first: usize, n: usize) {
+    use std::fmt::Write as _;
+    for i in first..first + n {
+        if i > first {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "${i}");
+    }
 }
 
 /// A unit of work: runs against one connection, inside a transaction for writes.
