@@ -7,10 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -220,11 +223,12 @@ async fn incidents_raised_on_one_replica_reach_stream_clients_of_the_others_once
     }
 }
 
-/// A TCP proxy to Redis that the test can cut (every connection closed, new ones refused)
-/// and restore.
+/// A TCP proxy to Redis that the test can cut (every connection closed, new ones refused),
+/// freeze (connections stay open, bytes stop: a network gone silent) and restore.
 struct Proxy {
     addr: String,
     cut: Arc<Mutex<bool>>,
+    frozen: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -235,25 +239,32 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let addr = format!("redis://{}", listener.local_addr().expect("addr"));
         let cut = Arc::new(Mutex::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = {
-            let (cut, conns) = (cut.clone(), conns.clone());
+            let (cut, conns, frozen) = (cut.clone(), conns.clone(), frozen.clone());
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if *cut.lock().expect("lock") {
                         drop(inbound); // refused while cut
                         continue;
                     }
-                    let target = target.clone();
+                    let (target, frozen) = (target.clone(), frozen.clone());
                     conns.lock().expect("lock").push(tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = TcpStream::connect(&target).await {
+                            let (from_client, to_client) = inbound.into_split();
+                            let (from_redis, to_redis) = outbound.into_split();
+                            tokio::join!(pump(from_client, to_redis, &frozen), pump(from_redis, to_client, &frozen));
                         }
                     }));
                 }
             })
         };
-        Proxy { addr, cut, conns, accept }
+        Proxy { addr, cut, frozen, conns, accept }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -265,6 +276,24 @@ impl Proxy {
 
     fn restore(&self) {
         *self.cut.lock().expect("lock") = false;
+    }
+}
+
+/// Forwards bytes one way; while frozen it holds them (the connection stays open).
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: &AtomicBool) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // A network device, not synchronisation: silent for as long as the test says.
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -283,6 +312,31 @@ async fn wait_bus(cluster: &Cluster, replicas: &[&Replica], state: &str) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Redis gone silent without closing anything (a dead link, a frozen server): the
+/// replicas notice from their own heartbeats not coming back, report the bus degraded,
+/// keep delivering by polling, and recover when it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_redis_is_noticed_and_clients_still_get_every_event() {
+    let redis = require_redis().await;
+    let proxy = Proxy::start(&redis).await;
+    let cluster = Cluster::new(NETWORK, Some(proxy.addr.clone())).await;
+    let (a, b) = (cluster.start(), cluster.start());
+    wait_bus(&cluster, &[&a, &b], "ok").await;
+    let mut on_b = Stream::connect(&b.base, cluster.token("my-l1"), Some(0)).await;
+    on_b.backlog().await;
+    proxy.freeze(true);
+    wait_bus(&cluster, &[&a, &b], "degraded").await;
+    let mut ids = BTreeSet::new();
+    for i in 0..5 {
+        ids.insert(cluster.raise(&a.base, &raise_body(i, "amber", &["MY"])).await.expect("raise answered"));
+    }
+    let got = collect_until(&mut on_b, |got| raised_count(got, &ids) == 5).await;
+    let expected = cluster.events(&a.base, "my-l1", seqs(&got)[0] - 1).await;
+    assert_eq!(seqs(&got), seqs(&expected)[..got.len()].to_vec(), "no gap while polling");
+    proxy.freeze(false);
+    wait_bus(&cluster, &[&a, &b], "ok").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
