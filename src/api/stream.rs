@@ -323,12 +323,21 @@ async fn serve(
                 match message {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                     Some(Ok(Message::Text(text))) => {
+                        // The command runs where requests do, and answers from there: the
+                        // socket goes with it and comes back. Answered from this task, the
+                        // reply waited behind every other client's fan-out on the stream
+                        // runtime (the acker's p99 was the last client's).
                         let (app, me) = (app.clone(), me.clone());
-                        let command = commands.spawn(async move { client_message(&app, &me, text.as_str()).await });
-                        let Ok(reply) = command.await else {
+                        let command = commands.spawn(async move {
+                            let reply = client_message(&app, &me, text.as_str()).await;
+                            let sent = send(&mut sink, Message::Text(reply.to_string().into())).await;
+                            (sink, sent)
+                        });
+                        let Ok((back, sent)) = command.await else {
                             return; // the request runtime is shutting down
                         };
-                        if send(&mut sink, Message::Text(reply.to_string().into())).await.is_err() {
+                        sink = back;
+                        if sent.is_err() {
                             return;
                         }
                     }
