@@ -166,6 +166,9 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     println!("focalpoint listening on http://{addr}");
     tracing::info!(%addr, store = %settings.store.url, network = %settings.network.file.display(),
         parties = hub.directory().parties().len(), focal_points = hub.directory().focal_points().len(), "hub started");
+    if settings.server.metrics_token.is_empty() {
+        tracing::info!("/metrics is off: set server.metrics_token (FOCALPOINT__SERVER__METRICS_TOKEN) to scrape it");
+    }
     if app.store().credential_count().await? == 0 {
         println!(
             "No credentials yet. Give people and scripts access with, for example:\n  \
