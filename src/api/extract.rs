@@ -31,7 +31,7 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     bearer_in(&parts.headers)
 }
 
-fn bearer_in(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer_in(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -51,7 +51,7 @@ pub fn session_cookie(parts: &Parts) -> Option<&str> {
     session_cookie_in(&parts.headers)
 }
 
-fn session_cookie_in(headers: &HeaderMap) -> Option<&str> {
+pub fn session_cookie_in(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -75,7 +75,7 @@ where
             let address = parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
+                .map(super::session::client_address)
                 .unwrap_or_else(|| "unknown".into());
             if let Some(wait) = app.token_limiter.retry_after(&address) {
                 metrics::counter!(names::TOKEN_FAILURES, "reason" => "rate_limited").increment(1);

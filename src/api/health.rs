@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::bearer_in;
 use crate::auth::secret;
 
 pub fn router() -> Router<AppState> {
@@ -40,12 +41,7 @@ async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Result<impl
     if expected.is_empty() {
         return Err(ApiError::NotFound);
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
+    let given = bearer_in(&headers);
     // Compared as hashes: equal-length digests, so the time taken says nothing about
     // how much of a guess was right.
     let matches = given.is_some_and(|g| secret::hash(g) == secret::hash(expected));

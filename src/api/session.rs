@@ -71,10 +71,7 @@ async fn current(Caller(me, _): Caller) -> impl IntoResponse {
 }
 
 async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let (parts, _) = axum::http::Request::builder().body(()).map_err(anyhow::Error::from)?.into_parts();
-    let mut parts = parts;
-    parts.headers = headers;
-    if let Some(session) = super::extract::session_cookie(&parts) {
+    if let Some(session) = super::extract::session_cookie_in(&headers) {
         app.auth.close_session(session).await?;
         // This node's streams at once; the other replicas' within a second.
         app.credentials.announce(crate::auth::secret::hash(session));

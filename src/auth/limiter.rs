@@ -23,11 +23,11 @@ impl Windows {
     }
 
     /// None if every key may try again now, else how long until the last of them may.
-    fn retry_after(&self, keys: &[String]) -> Option<Duration> {
+    fn retry_after(&self, keys: &[&str]) -> Option<Duration> {
         let now = Instant::now();
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         keys.iter()
-            .filter_map(|k| match counters.get(k) {
+            .filter_map(|k| match counters.get(*k) {
                 Some((start, n)) if now.duration_since(*start) < self.window && *n >= self.max_failures => {
                     Some(self.window - now.duration_since(*start))
                 }
@@ -36,7 +36,7 @@ impl Windows {
             .max()
     }
 
-    fn record_failure(&self, keys: &[String]) {
+    fn record_failure(&self, keys: &[&str]) {
         let now = Instant::now();
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         if counters.len() >= MAX_KEYS {
@@ -44,7 +44,7 @@ impl Windows {
             counters.retain(|_, (start, _)| now.duration_since(*start) < window);
         }
         for k in keys {
-            let entry = counters.entry(k.clone()).or_insert((now, 0));
+            let entry = counters.entry(k.to_string()).or_insert((now, 0));
             if now.duration_since(entry.0) >= self.window {
                 *entry = (now, 0);
             }
@@ -72,11 +72,13 @@ impl SignInLimiter {
     /// None if another attempt for this account from this address is allowed now, else
     /// how long to wait.
     pub fn retry_after(&self, account: &str, address: &str) -> Option<Duration> {
-        self.0.retry_after(&Self::keys(account, address))
+        let [a, b] = Self::keys(account, address);
+        self.0.retry_after(&[&a, &b])
     }
 
     pub fn record_failure(&self, account: &str, address: &str) {
-        self.0.record_failure(&Self::keys(account, address));
+        let [a, b] = Self::keys(account, address);
+        self.0.record_failure(&[&a, &b]);
     }
 
     pub fn record_success(&self, account: &str) {
@@ -93,11 +95,11 @@ impl TokenLimiter {
     }
 
     pub fn retry_after(&self, address: &str) -> Option<Duration> {
-        self.0.retry_after(&[address.to_string()])
+        self.0.retry_after(&[address])
     }
 
     pub fn record_failure(&self, address: &str) {
-        self.0.record_failure(&[address.to_string()]);
+        self.0.record_failure(&[address]);
     }
 }
 
