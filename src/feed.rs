@@ -4,7 +4,7 @@
 //!
 //! Why a broadcast ring: it is the bounded per-client buffer of promise 4. A client that
 //! falls more than `capacity` events behind gets `Lagged` and is closed with a reason;
-//! it never silently misses an event, and resumes from its last seq.
+//! it never silently misses an event, and resumes from its last cursor.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use crate::bus::Bus;
+use crate::domain::cursor::Cursors;
 use crate::domain::visibility::Audience;
 use crate::store::Store;
 
@@ -20,7 +21,8 @@ use crate::store::Store;
 pub struct FeedItem {
     pub seq: i64,
     pub incident: uuid::Uuid,
-    /// The event as JSON, serialised once for all clients.
+    /// The event as clients see it ([`crate::domain::event::Shown`]), serialised once for
+    /// all of them.
     pub json: axum::extract::ws::Utf8Bytes,
     pub audience: Arc<Audience>,
     pub only_for: Option<String>,
@@ -45,6 +47,7 @@ impl Feed {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         capacity: usize,
+        cursors: Cursors,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Feed>> {
         let (tx, _) = broadcast::channel(capacity);
@@ -73,7 +76,7 @@ impl Feed {
                     };
                     let full = batch.len() as u32 == BATCH;
                     for f in batch {
-                        let json = match serde_json::to_string(&f.event) {
+                        let json = match serde_json::to_string(&f.event.shown(&cursors)) {
                             Ok(json) => axum::extract::ws::Utf8Bytes::from(json),
                             Err(e) => {
                                 tracing::error!(seq = f.event.seq, error = %e, "event does not serialise");

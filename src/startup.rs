@@ -19,6 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::commands::Hub;
 use crate::config::Settings;
 use crate::directory::{Directory, Role};
+use crate::domain::cursor::{self, Cursors};
 use crate::engine::dispatch::{DispatchConfig, Dispatcher};
 use crate::engine::escalation::EscalationEngine;
 use crate::feed::Feed;
@@ -60,8 +61,15 @@ impl Application {
         let announce = bus.clone();
         store.on_commit(Arc::new(move |seq| announce.publish(seq)));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let feed =
-            Feed::start(store.clone(), bus.clone(), settings.limits.ws_buffer_events, shutdown_rx.clone()).await?;
+        let cursors = cursors(&store).await?;
+        let feed = Feed::start(
+            store.clone(),
+            bus.clone(),
+            settings.limits.ws_buffer_events,
+            cursors.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
         let engine = Arc::new(EscalationEngine {
             store: store.clone(),
             directory: directory.clone(),
@@ -87,7 +95,7 @@ impl Application {
         };
         Dispatcher::new(store.clone(), directory.clone(), bus.clone(), clock.clone(), gateways, dispatch)
             .spawn(shutdown_rx.clone());
-        let hub = Hub::new(store.clone(), directory.clone(), bus, clock, engine, settings.limits.clone());
+        let hub = Hub::new(store.clone(), directory.clone(), bus, clock, engine, settings.limits.clone(), cursors);
         let limits = &settings.limits;
         let state = AppState::new(AppInner {
             hub,
@@ -145,6 +153,13 @@ pub async fn webhook_signing_key(settings: &Settings, store: &Arc<dyn Store>) ->
         return Ok(settings.webhook.signing_key.clone());
     }
     store.instance_secret("webhook.signing_key", &crate::auth::secret::generate()).await
+}
+
+/// The key viewers' cursors are sealed with: generated at first start and kept in the
+/// store, so every replica seals alike and cursors survive restarts.
+pub async fn cursors(store: &Arc<dyn Store>) -> anyhow::Result<Cursors> {
+    let secret = store.instance_secret(cursor::KEY_NAME, &crate::auth::secret::generate()).await?;
+    Ok(Cursors::new(&secret))
 }
 
 /// Looks up each bot's webhook secret, HMAC-SHA256(signing key, bot id); None for ids

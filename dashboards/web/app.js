@@ -14,7 +14,7 @@ const main = $('#main');
 let stream = null;
 let buffer = null; // events received before the snapshot is applied
 const rung = new Set();   // page alerts already rung (incident:step:loop)
-const seen = new Set();   // recent seqs, to drop duplicates without dropping a late lower seq
+const seen = new Set();   // recent cursors, to drop an event delivered twice
 
 // ---------------------------------------------------------------- connection indicator
 
@@ -133,7 +133,7 @@ async function signedIn(me) {
 function startStream() {
   buffer = [];
   stream = new Stream({
-    getAfter: () => state.lastSeq,
+    getAfter: () => state.lastCursor,
     onEvent,
     onControl,
     onState: (s, { since }) => showConn(s, since),
@@ -180,7 +180,7 @@ async function loadSnapshot() {
 
 function onControl(msg) {
   if (msg.type === 'stream.live') {
-    if (typeof msg.seq === 'number' && (state.lastSeq === null || msg.seq > state.lastSeq)) state.lastSeq = msg.seq;
+    if (typeof msg.cursor === 'string') state.lastCursor = msg.cursor;
     return;
   }
   if (msg.type === 'ack.result') return;
@@ -189,10 +189,12 @@ function onControl(msg) {
 }
 
 function onEvent(ev, meta) {
-  if (seen.has(ev.seq)) return;
-  seen.add(ev.seq);
+  if (seen.has(ev.cursor)) return;
+  seen.add(ev.cursor);
   if (seen.size > 5000) seen.delete(seen.values().next().value);
-  if (state.lastSeq === null || ev.seq > state.lastSeq) state.lastSeq = ev.seq;
+  // Cursors are opaque (they hide how many events this viewer is not shown) and the
+  // stream sends in order: the latest one is where to resume.
+  state.lastCursor = ev.cursor;
   if (buffer) { buffer.push([ev, meta]); return; }
   applyEvent(ev, meta);
 }

@@ -1,4 +1,4 @@
-//! `GET /api/v1/events?after=SEQ`: visible events after a seq, for clients that poll.
+//! `GET /api/v1/events?after=CURSOR`: visible events after a cursor, for clients that poll.
 
 use axum::extract::{Query, State};
 use axum::routing::get;
@@ -17,7 +17,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
-    after: Option<i64>,
+    after: Option<String>,
     limit: Option<u32>,
 }
 
@@ -27,10 +27,16 @@ async fn events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let after = q.after.unwrap_or(0);
+    let after = match &q.after {
+        Some(cursor) => app.hub.open_cursor("after", cursor)?,
+        None => 0,
+    };
     let events = app.hub.events_after(&me, after, q.limit).await?;
+    let cursors = app.hub.cursors();
     let last = events.last().map(|e| e.seq).unwrap_or(after);
-    Ok(Json(json!({ "events": events, "last_seq": last })))
+    let shown: Vec<_> = events.iter().map(|e| e.shown(cursors)).collect();
+    // `cursor`: where the next page starts, also when this one is empty.
+    Ok(Json(json!({ "events": shown, "cursor": cursors.seal(last) })))
 }
 
 /// For auditors and admins: walks the hash chain and reports whether it is intact,

@@ -60,14 +60,16 @@ async fn list(
     query: Result<Query<ListRequest>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    // Read the head before the list: a client that streams `after` this seq misses nothing.
-    let seq = app.hub.head_seq().await?;
+    // Read the head before the list: a client that streams `after` this cursor misses
+    // nothing.
+    let head = app.hub.head_seq().await?;
     let page = app.hub.list(&me, &q).await?;
+    let cursors = app.hub.cursors();
     Ok(Json(json!({
-        "seq": seq,
+        "cursor": cursors.seal(head),
         "incidents": page.incidents,
         "total": page.total,
-        "next_cursor": page.next_cursor.map(|c| c.to_string()),
+        "next_cursor": page.next_cursor.map(|c| cursors.seal(c)),
     }))
     .into_response())
 }
@@ -75,6 +77,7 @@ async fn list(
 async fn get_one(State(app): State<AppState>, Caller(me, _): Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let (incident, timeline) = app.hub.incident(&me, incident_id(&id)?).await?;
     let mut body = serde_json::to_value(&incident).map_err(anyhow::Error::from)?;
+    let timeline: Vec<_> = timeline.iter().map(|e| e.shown(app.hub.cursors())).collect();
     body["timeline"] = serde_json::to_value(timeline).map_err(anyhow::Error::from)?;
     Ok(Json(body).into_response())
 }

@@ -1,12 +1,14 @@
-//! `GET /api/v1/stream?after=SEQ`: the live feed over WebSocket.
+//! `GET /api/v1/stream?after=CURSOR`: the live feed over WebSocket.
 //!
 //! Gap-free resume (promise 4): the client subscribes to the node's feed *before* reading
 //! its backlog from the store, so every event committed after the backlog query is in
-//! the subscription; events seen twice (in both) are skipped by seq.
+//! the subscription; events seen twice (in both) are skipped by seq. The client only
+//! ever holds cursors (sealed seqs, see `domain::cursor`): inside the hub, positions are
+//! seqs.
 //!
 //! A slow client is never silently dropped from the feed: when it falls more than the
 //! feed's buffer behind, or a write stalls, it is closed with code 4008 and a reason
-//! naming the seq to resume after.
+//! naming the cursor to resume after.
 
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
@@ -52,7 +54,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
-    after: Option<i64>,
+    after: Option<String>,
 }
 
 async fn upgrade(
@@ -63,9 +65,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::invalid("after", e.body_text()))?;
-    if q.after.is_some_and(|a| a < 0) {
-        return Err(ApiError::invalid("after", "`after` must be a seq (0 or more)"));
-    }
+    let after = q.after.as_deref().map(|c| app.hub.open_cursor("after", c)).transpose()?;
     // A cookie rides along with any page's request: only our own pages may use it to
     // open the stream (cross-site WebSocket hijacking).
     if credential == Credential::Cookie {
@@ -96,7 +96,7 @@ async fn upgrade(
             let client = async move {
                 let clients = &telemetry::stream_metrics().clients;
                 clients.increment(1.0);
-                serve(socket, app, me, credential, q.after, commands).await;
+                serve(socket, app, me, credential, after, commands).await;
                 clients.decrement(1.0);
             };
             match stream_runtime() {
@@ -227,6 +227,9 @@ async fn serve(
 ) {
     let keys = visibility::viewer_keys(&me);
     let metrics = telemetry::stream_metrics();
+    let cursors = app.hub.cursors().clone();
+    // Close reasons name where to resume, as the client knows it.
+    let resume = |seq: i64| format!("resume after {}", cursors.seal(seq));
     // Subscribe first: see the module docs.
     let mut feed = app.feed.subscribe();
     let mut ended = app.credentials.subscribe();
@@ -250,13 +253,13 @@ async fn serve(
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "stream could not read the backlog");
-                    close(&mut sink, 1011, format!("store unavailable; resume after seq {last}")).await;
+                    close(&mut sink, 1011, format!("store unavailable; {}", resume(last))).await;
                     return;
                 }
             };
             let n = batch.len();
             for event in batch {
-                let Ok(text) = serde_json::to_string(&event) else {
+                let Ok(text) = serde_json::to_string(&event.shown(&cursors)) else {
                     continue;
                 };
                 if send(&mut sink, Message::Text(text.into())).await.is_err() {
@@ -271,7 +274,7 @@ async fn serve(
         }
     }
     let mut sent = last;
-    let live = json!({ "type": "stream.live", "seq": sent }).to_string();
+    let live = json!({ "type": "stream.live", "cursor": cursors.seal(sent) }).to_string();
     if send(&mut sink, Message::Text(live.into())).await.is_err() {
         return;
     }
@@ -309,11 +312,11 @@ async fn serve(
                     Some(RecvError::Lagged(missed)) => {
                         metrics.slow_clients.increment(1);
                         tracing::info!(client = %me.id, sent, missed, "stream client too slow; closing");
-                        close(&mut sink, CLOSE_SLOW, format!("slow consumer; resume after seq {sent}")).await;
+                        close(&mut sink, CLOSE_SLOW, format!("slow consumer; {}", resume(sent))).await;
                         return;
                     }
                     Some(RecvError::Closed) => {
-                        close(&mut sink, CLOSE_RESTART, format!("hub stopping; resume after seq {sent}")).await;
+                        close(&mut sink, CLOSE_RESTART, format!("hub stopping; {}", resume(sent))).await;
                         return;
                     }
                 }
@@ -353,7 +356,7 @@ async fn serve(
             _ = ping.tick() => {
                 if last_heard.elapsed() > ping_every * 3 {
                     tracing::info!(client = %me.id, "stream client silent; closing");
-                    close(&mut sink, 1001, format!("no answer to pings; resume after seq {sent}")).await;
+                    close(&mut sink, 1001, format!("no answer to pings; {}", resume(sent))).await;
                     return;
                 }
                 if send(&mut sink, Message::Ping(Default::default())).await.is_err() {
@@ -370,13 +373,13 @@ async fn serve(
                 };
                 if mine {
                     tracing::info!(client = %me.id, "stream credential ended; closing");
-                    let reason = format!("credentials revoked, expired or signed out; sign in again, resume after seq {sent}");
+                    let reason = format!("credentials revoked, expired or signed out; sign in again, {}", resume(sent));
                     close(&mut sink, CLOSE_CREDENTIAL, reason).await;
                     return;
                 }
             }
             _ = shutdown.changed() => {
-                close(&mut sink, CLOSE_RESTART, format!("hub restarting; resume after seq {sent}")).await;
+                close(&mut sink, CLOSE_RESTART, format!("hub restarting; {}", resume(sent))).await;
                 return;
             }
         }

@@ -457,7 +457,7 @@ async fn fan_out(args: &BenchArgs, url: &str, http: reqwest::Client, marker: Str
         let last_back = shared.last_back.load(Relaxed);
         let span = if back > 0 && last_back > first_down { (last_back - first_down) as f64 / 1e9 } else { 0.0 };
         println!(
-            "  reconnect  {back} of {live} clients lost the hub and came back live, resumed by seq; first loss -> last client live {span:.2} s; longest single outage {:.2} s",
+            "  reconnect  {back} of {live} clients lost the hub and came back live, resumed by cursor; first loss -> last client live {span:.2} s; longest single outage {:.2} s",
             shared.longest_outage.load(Relaxed) as f64 / 1e9
         );
     }

@@ -1,5 +1,5 @@
 //! `watch`: tails the live stream in the terminal, one readable line per event, and
-//! reconnects from the last seq it saw.
+//! reconnects from the last cursor it saw.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,12 +16,23 @@ use super::Remote;
 pub struct WatchArgs {
     #[command(flatten)]
     remote: Remote,
-    /// Replay events after this seq first (default: only new events).
-    #[arg(long)]
-    after: Option<i64>,
+    /// Replay events after this cursor first (`0`: from the start; default: only new
+    /// events). Cursors are in `--json` output, `/events` and incident lists.
+    #[arg(long, value_parser = cursor_arg)]
+    after: Option<String>,
     /// Print raw JSON instead of readable lines.
     #[arg(long)]
     json: bool,
+}
+
+/// A cursor is base64url (or `0`): anything else cannot be one, and would need escaping
+/// in the URL.
+fn cursor_arg(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(s.to_string())
+    } else {
+        Err("not a cursor: use the `cursor` of an event or list, or 0 for the start".into())
+    }
 }
 
 fn list(v: &Value) -> String {
@@ -94,15 +105,15 @@ pub fn describe(e: &Value) -> String {
         ),
         _ => e["data"].to_string(),
     };
-    format!("{at}  #{:<6} {kind:<22} {detail}", e["seq"].as_i64().unwrap_or(0))
+    format!("{at}  {kind:<22} {detail}")
 }
 
 pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
     let base = args.remote.url.trim_end_matches('/').replacen("http", "ws", 1);
-    let mut after = args.after;
+    let mut after = args.after.clone();
     let mut backoff = Duration::from_millis(500);
     loop {
-        let url = match after {
+        let url = match &after {
             Some(a) => format!("{base}/api/v1/stream?after={a}"),
             None => format!("{base}/api/v1/stream"),
         };
@@ -121,13 +132,12 @@ pub async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
                             let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
                                 continue;
                             };
-                            if event["type"] == "stream.live" {
-                                eprintln!("-- live (after seq {})", event["seq"]);
-                                after = event["seq"].as_i64().or(after);
-                                continue;
+                            if let Some(cursor) = event["cursor"].as_str() {
+                                after = Some(cursor.to_string());
                             }
-                            if let Some(seq) = event["seq"].as_i64() {
-                                after = Some(seq);
+                            if event["type"] == "stream.live" {
+                                eprintln!("-- live");
+                                continue;
                             }
                             if args.json { println!("{text}") } else { println!("{}", describe(&event)) }
                         }

@@ -12,6 +12,7 @@ use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::config::Limits;
 use crate::directory::Directory;
+use crate::domain::cursor::Cursors;
 use crate::domain::principal::Principal;
 use crate::domain::visibility::{self, Audience};
 use crate::engine::escalation::EscalationEngine;
@@ -31,6 +32,7 @@ pub struct Hub {
     clock: Arc<dyn Clock>,
     engine: Arc<EscalationEngine>,
     limits: Limits,
+    cursors: Cursors,
 }
 
 /// Whether this node can serve: the store answers; the bus may be degraded (the feed
@@ -75,8 +77,14 @@ impl Hub {
         clock: Arc<dyn Clock>,
         engine: Arc<EscalationEngine>,
         limits: Limits,
+        cursors: Cursors,
     ) -> Hub {
-        Hub { store, directory, bus, clock, engine, limits }
+        Hub { store, directory, bus, clock, engine, limits, cursors }
+    }
+
+    /// Seals seqs for viewers, who never see one (see [`crate::domain::cursor`]).
+    pub fn cursors(&self) -> &Cursors {
+        &self.cursors
     }
 
     /// The network file as loaded: parties, fields, focal points and policies.

@@ -32,6 +32,12 @@ impl Hub {
         Ok(self.store.head_seq().await?)
     }
 
+    /// The position a viewer's cursor names, for `after` (events, stream) and `cursor`
+    /// (lists): `parameter` names the field in the error.
+    pub fn open_cursor(&self, parameter: &'static str, cursor: &str) -> CommandResult<i64> {
+        self.cursors.open(cursor).map_err(|e| CommandError::invalid(parameter, e.to_string()))
+    }
+
     /// Walks the audit trail's hash chain. For auditors and admins; the report shows no
     /// incident content.
     pub async fn verify_chain(&self, principal: &Principal) -> CommandResult<ChainReport> {
@@ -96,12 +102,7 @@ impl Hub {
             query.tlp = Some(t.clone());
         }
         if let Some(cursor) = &request.cursor {
-            let seq = cursor
-                .parse::<i64>()
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| CommandError::invalid("cursor", "bad cursor"))?;
-            query.before_seq = Some(seq);
+            query.before_seq = Some(self.open_cursor("cursor", cursor)?).filter(|s| *s > 0);
         }
         Ok(self.store.list_incidents(&query, &Hub::viewer(principal)).await?)
     }
@@ -113,9 +114,6 @@ impl Hub {
         after: i64,
         limit: Option<u32>,
     ) -> CommandResult<Vec<Event>> {
-        if after < 0 {
-            return Err(CommandError::invalid("after", "`after` must be a seq (0 or more)"));
-        }
         let limit = limit.unwrap_or(self.limits.max_page).clamp(1, self.limits.max_page);
         Ok(self.store.visible_events(after, limit, &Hub::viewer(principal)).await?)
     }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::cursor::Cursors;
 use super::incident::Incident;
 use super::wire_enum;
 
@@ -28,16 +29,42 @@ wire_enum!(
     }
 );
 
-/// An event as clients see it (stream and `/events`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// An event of the log. Viewers never see its `seq` (it counts the events hidden from
+/// them, see [`super::cursor`]): they get [`Event::shown`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub seq: i64,
     pub at: DateTime<Utc>,
-    #[serde(rename = "type")]
     pub kind: EventType,
     pub incident: Uuid,
     pub party: Option<String>,
     pub data: Value,
+}
+
+/// An event as clients see it (stream, `/events`, timelines): the seq sealed as a cursor,
+/// first, so that a client can find it without parsing the rest.
+#[derive(Debug, Serialize)]
+pub struct Shown<'a> {
+    pub cursor: String,
+    pub at: &'a DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub incident: &'a Uuid,
+    pub party: &'a Option<String>,
+    pub data: &'a Value,
+}
+
+impl Event {
+    pub fn shown(&self, cursors: &Cursors) -> Shown<'_> {
+        Shown {
+            cursor: cursors.seal(self.seq),
+            at: &self.at,
+            kind: self.kind,
+            incident: &self.incident,
+            party: &self.party,
+            data: &self.data,
+        }
+    }
 }
 
 /// An event before the store gives it a `seq`.

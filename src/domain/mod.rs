@@ -2,6 +2,7 @@
 //! principals, and who may see what.
 
 pub mod admission;
+pub mod cursor;
 pub mod event;
 pub mod incident;
 pub mod plan;

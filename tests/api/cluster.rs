@@ -42,6 +42,9 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub tokens: BTreeMap<String, String>,
     pub http: reqwest::Client,
+    /// The cluster's cursor key (from the shared store): the test reads positions in
+    /// order where a viewer cannot.
+    pub cursors: focalpoint::domain::cursor::Cursors,
 }
 
 /// The scenario network with every wait replaced by `wait` and `repeat` loops.
@@ -63,7 +66,10 @@ impl Cluster {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("network.toml"), network).expect("network file");
-        let mut cluster = Cluster { db, redis, prefix: unique_prefix(), dir, tokens: BTreeMap::new(), http: http() };
+        let store = focalpoint::store::open(&db.url, false).await.expect("store opens");
+        let cursors = focalpoint::startup::cursors(&store).await.expect("cursor key");
+        let mut cluster =
+            Cluster { db, redis, prefix: unique_prefix(), dir, tokens: BTreeMap::new(), http: http(), cursors };
         for id in ["th-duty", "my-l1", "sg-l1", "cn-coord"] {
             let out = cluster.command().args(["token", "issue", id]).output().expect("cli runs");
             assert!(out.status.success(), "token issue failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -121,9 +127,20 @@ impl Cluster {
         r.json::<Value>().await.ok()?["id"].as_str().map(String::from)
     }
 
+    /// The seq behind a message's cursor.
+    pub fn seq(&self, message: &Value) -> i64 {
+        let cursor = message["cursor"].as_str().unwrap_or_else(|| panic!("no cursor in {message}"));
+        self.cursors.open(cursor).unwrap_or_else(|_| panic!("{cursor:?} is not a cursor of this cluster"))
+    }
+
+    fn seqs(&self, events: &[Value]) -> Vec<i64> {
+        events.iter().map(|e| self.seq(e)).collect()
+    }
+
     /// Every event `who` may see after `after`, read page by page from `/api/v1/events`.
-    pub async fn events(&self, replica: &str, who: &str, mut after: i64) -> Vec<Value> {
+    pub async fn events(&self, replica: &str, who: &str, after: i64) -> Vec<Value> {
         let mut all = Vec::new();
+        let mut after = self.cursors.seal(after);
         loop {
             let page: Value = self
                 .http
@@ -139,7 +156,7 @@ impl Cluster {
             if events.is_empty() {
                 return all;
             }
-            after = page["last_seq"].as_i64().expect("last_seq");
+            after = page["cursor"].as_str().expect("cursor").to_string();
             all.extend(events);
         }
     }
@@ -166,24 +183,20 @@ pub fn raise_body(i: usize, tlp: &str, parties: &[&str]) -> Value {
 async fn next_any_event(stream: &mut Stream) -> Value {
     loop {
         let v = stream.next_json(WAIT).await.expect("an event arrives");
-        if v.get("seq").is_some() && v["type"] != "stream.live" {
+        if v.get("cursor").is_some() && v["type"] != "stream.live" {
             return v;
         }
     }
 }
 
 /// Collects events from a stream until `done` says so, checking order and uniqueness.
-async fn collect_until(stream: &mut Stream, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+async fn collect_until(cluster: &Cluster, stream: &mut Stream, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
     let mut got: Vec<Value> = Vec::new();
     while !done(&got) {
         let e = next_any_event(stream).await;
         if let Some(prev) = got.last() {
-            assert!(
-                e["seq"].as_i64() > prev["seq"].as_i64(),
-                "out of order or doubled: {} after {}",
-                e["seq"],
-                prev["seq"]
-            );
+            let (seq, prev_seq) = (cluster.seq(&e), cluster.seq(prev));
+            assert!(seq > prev_seq, "out of order or doubled: {seq} after {prev_seq}");
         }
         got.push(e);
     }
@@ -197,16 +210,12 @@ fn raised_count(events: &[Value], ids: &BTreeSet<String>) -> usize {
         .count()
 }
 
-fn seqs(events: &[Value]) -> Vec<i64> {
-    events.iter().filter_map(|e| e["seq"].as_i64()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn incidents_raised_on_one_replica_reach_stream_clients_of_the_others_once_and_in_order() {
     let cluster = Cluster::new(NETWORK, None).await;
     let (a, b, c) = (cluster.start(), cluster.start(), cluster.start());
-    let mut on_b = Stream::connect(&b.base, cluster.token("my-l1"), Some(0)).await;
-    let mut on_c = Stream::connect(&c.base, cluster.token("sg-l1"), Some(0)).await;
+    let mut on_b = Stream::connect(&b.base, cluster.token("my-l1"), Some("0")).await;
+    let mut on_c = Stream::connect(&c.base, cluster.token("sg-l1"), Some("0")).await;
     on_b.backlog().await;
     on_c.backlog().await;
     let mut ids = BTreeSet::new();
@@ -214,13 +223,29 @@ async fn incidents_raised_on_one_replica_reach_stream_clients_of_the_others_once
         let id = cluster.raise(&a.base, &raise_body(i, "amber", &["MY", "SG"])).await.expect("raise answered 201");
         ids.insert(id);
     }
+    let mut last_on_b = String::new();
     for (stream, who) in [(&mut on_b, "my-l1"), (&mut on_c, "sg-l1")] {
-        let got = collect_until(stream, |got| raised_count(got, &ids) == ids.len()).await;
+        let got = collect_until(&cluster, stream, |got| raised_count(got, &ids) == ids.len()).await;
         // Exactly what the store says this viewer may see, in the same order: no gap.
         let expected = cluster.events(&a.base, who, 0).await;
-        let expected: Vec<i64> = seqs(&expected).into_iter().take(got.len()).collect();
-        assert_eq!(seqs(&got), expected, "{who}'s stream equals its visible events");
+        let expected: Vec<i64> = cluster.seqs(&expected).into_iter().take(got.len()).collect();
+        assert_eq!(cluster.seqs(&got), expected, "{who}'s stream equals its visible events");
+        if who == "my-l1" {
+            last_on_b = got.last().and_then(|e| e["cursor"].as_str()).expect("a cursor").to_string();
+        }
     }
+
+    // Every replica seals alike: a cursor received from B resumes on C without a gap.
+    drop(on_b);
+    let later = cluster.raise(&a.base, &raise_body(30, "amber", &["MY"])).await.expect("raise answered 201");
+    let mut on_c = Stream::connect(&c.base, cluster.token("my-l1"), Some(&last_on_b)).await;
+    let resumed = collect_until(&cluster, &mut on_c, |got| got.iter().any(|e| e["incident"] == later.as_str())).await;
+    let expected = cluster.events(&a.base, "my-l1", cluster.cursors.open(&last_on_b).expect("cursor")).await;
+    assert_eq!(
+        cluster.seqs(&resumed),
+        cluster.seqs(&expected)[..resumed.len()].to_vec(),
+        "resumed on C after B's cursor"
+    );
 }
 
 /// A TCP proxy to Redis that the test can cut (every connection closed, new ones refused),
@@ -324,7 +349,7 @@ async fn a_silent_redis_is_noticed_and_clients_still_get_every_event() {
     let cluster = Cluster::new(NETWORK, Some(proxy.addr.clone())).await;
     let (a, b) = (cluster.start(), cluster.start());
     wait_bus(&cluster, &[&a, &b], "ok").await;
-    let mut on_b = Stream::connect(&b.base, cluster.token("my-l1"), Some(0)).await;
+    let mut on_b = Stream::connect(&b.base, cluster.token("my-l1"), Some("0")).await;
     on_b.backlog().await;
     proxy.freeze(true);
     wait_bus(&cluster, &[&a, &b], "degraded").await;
@@ -332,9 +357,9 @@ async fn a_silent_redis_is_noticed_and_clients_still_get_every_event() {
     for i in 0..5 {
         ids.insert(cluster.raise(&a.base, &raise_body(i, "amber", &["MY"])).await.expect("raise answered"));
     }
-    let got = collect_until(&mut on_b, |got| raised_count(got, &ids) == 5).await;
-    let expected = cluster.events(&a.base, "my-l1", seqs(&got)[0] - 1).await;
-    assert_eq!(seqs(&got), seqs(&expected)[..got.len()].to_vec(), "no gap while polling");
+    let got = collect_until(&cluster, &mut on_b, |got| raised_count(got, &ids) == 5).await;
+    let expected = cluster.events(&a.base, "my-l1", cluster.seq(&got[0]) - 1).await;
+    assert_eq!(cluster.seqs(&got), cluster.seqs(&expected)[..got.len()].to_vec(), "no gap while polling");
     proxy.freeze(false);
     wait_bus(&cluster, &[&a, &b], "ok").await;
 }
@@ -346,8 +371,8 @@ async fn clients_get_every_event_while_redis_is_cut_and_the_bus_recovers_by_itse
     let cluster = Cluster::new(NETWORK, Some(proxy.addr.clone())).await;
     let (a, b, c) = (cluster.start(), cluster.start(), cluster.start());
     wait_bus(&cluster, &[&a, &b, &c], "ok").await;
-    let mut on_b = Stream::connect(&b.base, cluster.token("my-l1"), Some(0)).await;
-    let mut on_c = Stream::connect(&c.base, cluster.token("my-l1"), Some(0)).await;
+    let mut on_b = Stream::connect(&b.base, cluster.token("my-l1"), Some("0")).await;
+    let mut on_c = Stream::connect(&c.base, cluster.token("my-l1"), Some("0")).await;
     on_b.backlog().await;
     on_c.backlog().await;
     let mut ids = BTreeSet::new();
@@ -370,9 +395,9 @@ async fn clients_get_every_event_while_redis_is_cut_and_the_bus_recovers_by_itse
         }
         for stream in [&mut on_b, &mut on_c] {
             // Events of this round arrive (by polling while Redis is cut), in order, once.
-            let got = collect_until(stream, |got| raised_count(got, &ids) == 10).await;
-            let expected = cluster.events(&a.base, "my-l1", seqs(&got)[0] - 1).await;
-            assert_eq!(seqs(&got), seqs(&expected)[..got.len()].to_vec(), "round {round}: no gap");
+            let got = collect_until(&cluster, stream, |got| raised_count(got, &ids) == 10).await;
+            let expected = cluster.events(&a.base, "my-l1", cluster.seq(&got[0]) - 1).await;
+            assert_eq!(cluster.seqs(&got), cluster.seqs(&expected)[..got.len()].to_vec(), "round {round}: no gap");
         }
         ids.clear();
     }

@@ -10,6 +10,7 @@ use focalpoint::auth::secret;
 use focalpoint::clock::{Clock, ManualClock};
 use focalpoint::config::Settings;
 use focalpoint::directory::Directory;
+use focalpoint::domain::cursor::Cursors;
 use focalpoint::startup::Application;
 use focalpoint::store::Store;
 use futures_util::{SinkExt, StreamExt};
@@ -120,6 +121,8 @@ pub struct TestApp {
     /// The database the hub runs on; pass it to [`TestAppBuilder::database`] to start
     /// another hub on the same store.
     pub database: Database,
+    /// The hub's cursor key: tests read positions in order where a viewer cannot.
+    pub cursors: Cursors,
     tokens: Mutex<HashMap<String, String>>,
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -249,6 +252,7 @@ impl TestApp {
     pub fn serve(app: Application, database: Database) -> Arc<TestApp> {
         let addr = app.local_addr();
         let store = app.store();
+        let cursors = app.hub().cursors().clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stop_rx.await;
@@ -259,6 +263,7 @@ impl TestApp {
             http: reqwest::Client::builder().timeout(WAIT).build().expect("client"),
             store,
             database,
+            cursors,
             tokens: Mutex::new(HashMap::new()),
             stop: Mutex::new(Some(stop_tx)),
         })
@@ -322,9 +327,20 @@ impl TestApp {
         self.store.head_seq().await.expect("head")
     }
 
-    pub async fn stream(&self, who: &str, after: Option<i64>) -> Stream {
+    pub async fn stream(&self, who: &str, after: Option<&str>) -> Stream {
         let token = self.token(who).await;
         Stream::connect(&self.base, &token, after).await
+    }
+
+    /// The seq behind an event's (or `stream.live`'s, or a page's) cursor.
+    pub fn seq(&self, message: &Value) -> i64 {
+        let cursor = message["cursor"].as_str().unwrap_or_else(|| panic!("no cursor in {message}"));
+        self.cursors.open(cursor).unwrap_or_else(|_| panic!("{cursor:?} is not a cursor of this hub"))
+    }
+
+    /// The cursor a viewer would hold at `seq`.
+    pub fn cursor(&self, seq: i64) -> String {
+        self.cursors.seal(seq)
     }
 }
 
@@ -345,14 +361,14 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket client of `/api/v1/stream`.
 pub struct Stream {
     pub ws: Socket,
-    /// The seq announced by `stream.live`, once seen.
-    pub live_seq: Option<i64>,
+    /// The cursor announced by `stream.live`, once seen.
+    pub live_cursor: Option<String>,
 }
 
 impl Stream {
-    pub async fn connect(base: &str, token: &str, after: Option<i64>) -> Stream {
+    pub async fn connect(base: &str, token: &str, after: Option<&str>) -> Stream {
         let ws = connect_raw(base, Some(token), after, None).await.expect("stream connects");
-        Stream { ws, live_seq: None }
+        Stream { ws, live_cursor: None }
     }
 
     /// Next JSON message (events and control messages), or None on close/timeout.
@@ -364,7 +380,7 @@ impl Stream {
                 Ok(Message::Text(t)) => {
                     let v: Value = serde_json::from_str(t.as_str()).expect("stream sends JSON");
                     if v["type"] == "stream.live" {
-                        self.live_seq = v["seq"].as_i64();
+                        self.live_cursor = v["cursor"].as_str().map(String::from);
                     }
                     return Some(v);
                 }
@@ -378,7 +394,7 @@ impl Stream {
     pub async fn next_reply(&mut self) -> Value {
         loop {
             let v = self.next_json(WAIT).await.expect("a reply arrives");
-            if v.get("seq").is_none() || v["type"] == "stream.live" {
+            if v.get("cursor").is_none() || v["type"] == "stream.live" {
                 return v;
             }
         }
@@ -403,7 +419,7 @@ impl Stream {
         loop {
             let v = self.next_json(WAIT).await.expect("an event arrives");
             let notification = v["type"].as_str().is_some_and(|t| t.starts_with("notification."));
-            if v.get("seq").is_some() && v["type"] != "stream.live" && !notification {
+            if v.get("cursor").is_some() && v["type"] != "stream.live" && !notification {
                 return v;
             }
         }
@@ -414,7 +430,7 @@ impl Stream {
         loop {
             let e = self.next_event().await;
             if std::env::var("DEBUG_STREAM").is_ok() {
-                eprintln!("stream: {} {} {} {}", e["seq"], e["type"], e["incident"], e["data"]["step"]);
+                eprintln!("stream: {} {} {} {}", e["cursor"], e["type"], e["incident"], e["data"]["step"]);
             }
             if e["type"] == kind && e["incident"] == incident {
                 return e;
@@ -424,7 +440,7 @@ impl Stream {
 
     /// Asserts that no event about `incident` arrives before a marker event, proving a
     /// negative without sleeping: the caller raises a visible `marker` incident after the
-    /// invisible one, and events arrive in seq order.
+    /// invisible one, and events arrive in log order.
     pub async fn assert_absent_before(&mut self, incident: &str, marker: &str) {
         loop {
             let e = self.next_event().await;
@@ -445,7 +461,7 @@ impl Stream {
 pub async fn connect_raw(
     base: &str,
     token: Option<&str>,
-    after: Option<i64>,
+    after: Option<&str>,
     cookie_origin: Option<(&str, &str)>,
 ) -> Result<Socket, u16> {
     let ws_base = base.replacen("http", "ws", 1);

@@ -64,7 +64,7 @@ async fn a_step_due_while_the_hub_was_down_fires_once_after_restart() {
     let hub = crate::crash::start_with(&db, |c| {
         c.env("FOCALPOINT__NETWORK__FILE", &network);
     });
-    let mut stream = Stream::connect(&hub.base, &officer, Some(0)).await;
+    let mut stream = Stream::connect(&hub.base, &officer, Some("0")).await;
     let escalated = stream.expect("incident.escalated", &id).await;
     assert_eq!((escalated["data"]["step"].as_u64(), escalated["party"].as_str()), (Some(1), Some("MY")));
 

@@ -1,6 +1,7 @@
 //! What the black-box security review found (issue 17), each closed and kept closed: who
 //! may close and escalate, red recipients who can read, dedup keys that reveal nothing,
-//! header size, bearer-token guessing. Each runs on SQLite and PostgreSQL.
+//! header size, bearer-token guessing, positions that count hidden events. Each runs on
+//! SQLite and PostgreSQL.
 
 use serde_json::{Value, json};
 
@@ -214,7 +215,106 @@ async fn no_unauthenticated_endpoint_reveals_activity(backend: Backend) {
     assert_eq!(r.status(), 404, "no metrics token configured: no metrics");
 }
 
+/// Every place an object has a key `name`, at any depth.
+fn keys_named<'a>(v: &'a Value, name: &str, found: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == name {
+                    found.push(v);
+                }
+                keys_named(v, name, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| keys_named(v, name, found)),
+        _ => {}
+    }
+}
+
+/// A viewer cannot count what it was not shown: between two incidents it sees, others it
+/// may not see are raised, and nothing it receives (stream events and `stream.live`,
+/// `/events`, lists, timelines) carries the log's seq. Positions are opaque cursors that
+/// only this hub (any replica of it) opens; a number or a tampered cursor is refused.
+async fn no_value_a_viewer_receives_counts_the_events_hidden_from_it(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut stream = app.stream("my-drugs", None).await;
+    stream.backlog().await;
+    let mut received: Vec<Value> = vec![json!({ "cursor": stream.live_cursor.clone() })];
+    let (_, a) = app.raise("th-duty", &incident("amber")).await;
+    let a = a["id"].as_str().expect("id").to_string();
+    let hidden = json!({
+        "title": "KH only", "description": "x", "field": "general", "severity": "minor", "parties": ["KH"], "tlp": "amber"
+    });
+    for _ in 0..5 {
+        assert_eq!(app.raise("vn-duty", &hidden).await.0, 201);
+    }
+    let (_, b) = app.raise("th-duty", &incident("amber")).await;
+    let b = b["id"].as_str().expect("id").to_string();
+    loop {
+        let v = stream.next_json(WAIT).await.expect("events arrive");
+        let done = v["type"] == "incident.raised" && v["incident"] == b.as_str();
+        received.push(v);
+        if done {
+            break;
+        }
+    }
+    let raised = |id: &str| {
+        received.iter().find(|e| e["type"] == "incident.raised" && e["incident"] == id).cloned().expect("raised")
+    };
+    let (raised_a, raised_b) = (raised(&a), raised(&b));
+    // The hidden raises really lie between the two (so a seq would have shown them)...
+    let shown_between = received.iter().filter(|e| e.get("type").is_some()).count();
+    assert!(app.seq(&raised_b) - app.seq(&raised_a) > shown_between as i64, "hidden events in between");
+    for path in
+        ["/api/v1/events?after=0".to_string(), "/api/v1/incidents?limit=1".into(), format!("/api/v1/incidents/{a}")]
+    {
+        received.push(app.get("my-drugs", &path).await.json::<Value>().await.expect("json"));
+    }
+    // ... and nothing received says where the viewer is in the log.
+    for name in ["seq", "last_seq"] {
+        let mut found = Vec::new();
+        received.iter().for_each(|v| keys_named(v, name, &mut found));
+        assert!(found.is_empty(), "`{name}` reached a viewer: {found:?}");
+    }
+    let mut cursors = Vec::new();
+    for name in ["cursor", "next_cursor"] {
+        received.iter().for_each(|v| keys_named(v, name, &mut cursors));
+    }
+    assert!(cursors.len() > 10, "cursors everywhere a position is: {}", cursors.len());
+    for c in &cursors {
+        let c = c.as_str().expect("a cursor is a string");
+        // "0", the start of the log, is the one position every viewer may know.
+        assert!(c == "0" || (c.len() == 22 && !c.bytes().all(|b| b.is_ascii_digit())), "opaque: {c}");
+        assert!(app.cursors.open(c).is_ok(), "{c} opens on this hub");
+    }
+
+    // Positions the hub did not give out are refused, on every path.
+    let mut tampered = raised_a["cursor"].as_str().expect("cursor").to_string().into_bytes();
+    tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let number = app.seq(&raised_a).to_string();
+    for bad in [number.as_str(), tampered.as_str()] {
+        let r = app.get("my-drugs", &format!("/api/v1/events?after={bad}")).await;
+        assert_eq!(r.status(), 422, "/events?after={bad}");
+        let r = app.get("my-drugs", &format!("/api/v1/incidents?cursor={bad}")).await;
+        assert_eq!(r.status(), 422, "list cursor {bad}");
+        let token = app.token("my-drugs").await;
+        assert_eq!(connect_raw(&app.base, Some(&token), Some(bad), None).await.err(), Some(422), "stream {bad}");
+    }
+
+    // Another replica on the same store seals alike: the viewer resumes there from A's
+    // cursor and gets exactly what followed, B included.
+    let other = TestApp::builder().backend(backend).database(&app.database).spawn().await;
+    let mut resumed = other.stream("my-drugs", raised_a["cursor"].as_str()).await;
+    let backlog = resumed.backlog().await;
+    let after_a: Vec<&Value> = received.iter().skip_while(|e| **e != raised_a).skip(1).collect();
+    let backlog_raises: Vec<&Value> = backlog.iter().filter(|e| e["type"] == "incident.raised").collect();
+    assert_eq!(backlog_raises, after_a.into_iter().filter(|e| e["type"] == "incident.raised").collect::<Vec<_>>());
+    assert_eq!(backlog_raises.last().map(|e| &e["incident"]), Some(&json!(b)));
+}
+
 on_both_backends!(
+    no_value_a_viewer_receives_counts_the_events_hidden_from_it,
     no_unauthenticated_endpoint_reveals_activity,
     expired_tokens_are_refused,
     only_the_named_roles_close_and_escalate,

@@ -22,7 +22,7 @@ async fn a_raise_reaches_an_addressed_focal_point_and_an_ack_reaches_the_origina
     let acked = officer.expect("incident.acknowledged", id).await;
     assert_eq!(acked["data"]["party"], "MY");
     assert_eq!(acked["data"]["by"], "my-drugs");
-    assert!(acked["seq"].as_i64() > raised["seq"].as_i64());
+    assert!(app.seq(&acked) > app.seq(&raised), "in log order");
 }
 
 #[tokio::test]
@@ -66,7 +66,7 @@ async fn reconnecting_with_after_gets_exactly_the_missed_events() {
     first.backlog().await;
     let (_, a) = app.raise("th-duty", &incident("amber")).await;
     let seen = first.expect("incident.raised", a["id"].as_str().expect("id")).await;
-    let last_seen = seen["seq"].as_i64().expect("seq");
+    let last_seen = seen["cursor"].as_str().expect("cursor").to_string();
     drop(first);
 
     // While disconnected: visible and invisible events happen.
@@ -82,7 +82,7 @@ async fn reconnecting_with_after_gets_exactly_the_missed_events() {
     )
     .await;
 
-    let mut again = app.stream("my-drugs", Some(last_seen)).await;
+    let mut again = app.stream("my-drugs", Some(&last_seen)).await;
     let missed = again.backlog().await;
     // The dispatcher's notification.* events (SMS and email pages sent) interleave; the
     // point here is the incident events.
@@ -101,7 +101,7 @@ async fn reconnecting_with_after_gets_exactly_the_missed_events() {
     ];
     assert_eq!(got, expected);
     assert!(missed.iter().all(|e| e["incident"] != hidden["id"]));
-    let seqs: Vec<i64> = missed.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    let seqs: Vec<i64> = missed.iter().map(|e| app.seq(e)).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
 
     // And live events continue after the backlog without a gap.
@@ -109,7 +109,7 @@ async fn reconnecting_with_after_gets_exactly_the_missed_events() {
     again.expect("incident.raised", c["id"].as_str().expect("id")).await;
 }
 
-/// Promise 4: a client that stops reading is closed with a reason naming the seq to
+/// Promise 4: a client that stops reading is closed with a reason naming the cursor to
 /// resume after, and resuming from there loses nothing.
 #[tokio::test]
 async fn a_slow_client_is_closed_with_a_reason_and_resumes_without_a_gap() {
@@ -124,7 +124,7 @@ async fn a_slow_client_is_closed_with_a_reason_and_resumes_without_a_gap() {
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     let (ws, _) =
         tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
-    let mut slow = Stream { ws, live_seq: None };
+    let mut slow = Stream { ws, live_cursor: None };
     slow.backlog().await;
 
     // Raise far more than the socket buffers hold while the client does not read.
@@ -136,7 +136,7 @@ async fn a_slow_client_is_closed_with_a_reason_and_resumes_without_a_gap() {
         ids.push(app.raise("th-duty", &body).await.1["id"].as_str().expect("id").to_string());
     }
 
-    // Now read: events in order, then a close frame with code 4008 and the resume seq.
+    // Now read: events in order, then a close frame with code 4008 and the resume cursor.
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let mut received: Vec<Value> = Vec::new();
@@ -144,7 +144,7 @@ async fn a_slow_client_is_closed_with_a_reason_and_resumes_without_a_gap() {
         match tokio::time::timeout(WAIT, slow.ws.next()).await.expect("the server closes in time") {
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(t.as_str()).expect("json");
-                if v["seq"].is_i64() {
+                if v["cursor"].is_string() && v["type"] != "stream.live" {
                     received.push(v);
                 }
             }
@@ -164,12 +164,16 @@ async fn a_slow_client_is_closed_with_a_reason_and_resumes_without_a_gap() {
             .collect()
     };
     assert!(raised(&received).len() < ids.len(), "the client really fell behind");
-    let resume: i64 = reason.rsplit(' ').next().and_then(|s| s.parse().ok()).expect("reason names a seq");
+    let resume = reason.rsplit(' ').next().expect("reason names a cursor").to_string();
     if let Some(last) = received.last() {
-        assert_eq!(Some(resume), last["seq"].as_i64(), "the reason names the last seq the client received");
+        assert_eq!(
+            Some(resume.as_str()),
+            last["cursor"].as_str(),
+            "the reason names the last cursor the client received"
+        );
     }
 
-    let mut again = app.stream("my-drugs", Some(resume)).await;
+    let mut again = app.stream("my-drugs", Some(&resume)).await;
     let rest = again.backlog().await;
     let mut all = raised(&received);
     all.extend(raised(&rest));

@@ -49,7 +49,7 @@ async fn every_label_is_seen_exactly_by_its_audience_on_rest_and_stream() {
             s.backlog().await;
             streams.push(s);
         }
-        let head_before = app.head().await;
+        let head_before = app.cursor(app.head().await);
         let (status, inc) = app.raise("th-duty", &body(tlp)).await;
         assert_eq!(status, 201, "{inc}");
         let id = inc["id"].as_str().expect("id").to_string();

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Restart benchmark: CLIENTS WebSocket clients on a release hub, incidents raised at RATE/s;
 # mid-run the hub is killed with SIGKILL and started again on the same address and store.
-# `focalpoint bench --reconnect` clients reconnect with ?after=<last seq they saw>; the
+# `focalpoint bench --reconnect` clients reconnect with ?after=<last cursor they saw>; the
 # report says how long from the first loss to the last client live again, and whether
-# every raise the hub accepted reached every client exactly once (no seq gap).
+# every raise the hub accepted reached every client exactly once (no gap).
 #
 #   tests/bench/restart.sh                  # 10,000 clients
 #   CLIENTS=1000 tests/bench/restart.sh

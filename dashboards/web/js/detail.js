@@ -27,7 +27,11 @@ async function refetch(id) {
   try {
     const { data } = await api.incident(id);
     if (!current || current.id !== id) return;
-    current.timeline = data.timeline || [];
+    // Events that arrived live while this was in flight and are not in it came later:
+    // they stay, after it.
+    const fetched = data.timeline || [];
+    const have = new Set(fetched.map((t) => t.cursor));
+    current.timeline = fetched.concat(current.timeline.filter((t) => !have.has(t.cursor)));
     current.loading = false;
     current.error = null;
     upsert(data);
@@ -42,10 +46,9 @@ async function refetch(id) {
 /** A stream event for the incident on screen: extend the timeline; refetch when the event carries no incident. */
 export function detailOnEvent(ev) {
   if (!current || current.id !== ev.incident) return;
-  if (!current.timeline.some((t) => t.seq === ev.seq)) {
-    current.timeline.push(ev);
-    current.timeline.sort((a, b) => a.seq - b.seq);
-  }
+  // The timeline comes in log order and the stream continues it: append, unless the
+  // event was already in the timeline fetched.
+  if (!current.timeline.some((t) => t.cursor === ev.cursor)) current.timeline.push(ev);
   if (!ev.data?.incident && ev.type !== 'incident.note' && ev.type.startsWith('incident.')) {
     clearTimeout(refetchTimer);
     refetchTimer = setTimeout(() => current && refetch(current.id), 300);
@@ -217,7 +220,7 @@ function timeline(inc) {
   if (!current.timeline.length) return h('p', { class: 'muted' }, current.loading ? 'Loading…' : 'No events.');
   return h('ol', { class: 'timeline' }, current.timeline.map((ev) => {
     const bad = /failed|unanswered|escalated/.test(ev.type);
-    return h('li', { class: `ev ev-${ev.type.replace('.', '-')}${bad ? ' ev-warn' : ''}`, dataset: { seq: ev.seq } },
+    return h('li', { class: `ev ev-${ev.type.replace('.', '-')}${bad ? ' ev-warn' : ''}`, dataset: { cursor: ev.cursor } },
       timeEl(ev.at, partyZone(ev.party || inc.originator?.party), 'ev-time'),
       h('span', { class: 'ev-type' }, EVENT_LABEL[ev.type] || ev.type),
       ev.party ? h('span', { class: 'ev-party' }, ev.party) : null,

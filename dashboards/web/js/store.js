@@ -12,7 +12,7 @@ export const state = {
   incidents: new Map(), // id -> Incident (no timeline)
   unanswered: new Map(), // id -> Set(party) from incident.unanswered
   paged: new Map(),     // incident id -> last page event data (for me)
-  lastSeq: null,        // highest seq applied (null: none yet)
+  lastCursor: null,     // cursor of the last event received (null: none yet)
   loaded: false,        // initial snapshot applied
 };
 
@@ -36,7 +36,7 @@ export function reset() {
   state.me = null; state.network = null;
   state.parties.clear(); state.fields.clear(); state.focal.clear();
   state.incidents.clear(); state.unanswered.clear(); state.paged.clear();
-  state.lastSeq = null; state.loaded = false;
+  state.lastCursor = null; state.loaded = false;
 }
 
 export function setNetwork(net) {

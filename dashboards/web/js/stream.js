@@ -1,4 +1,4 @@
-// One WebSocket to /api/v1/stream, resumed with ?after=<last seq> so no event is missed.
+// One WebSocket to /api/v1/stream, resumed with ?after=<last cursor> so no event is missed.
 // Connection states (shown in the header): live | reconnecting | offline.
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
@@ -8,7 +8,7 @@ const SILENCE_LIMIT_MS = 45000;  // only enforced once the server has shown it s
 
 export class Stream {
   /**
-   * getAfter(): last seq seen or null; onEvent(ev, {live}); onControl(msg);
+   * getAfter(): last cursor seen or null; onEvent(ev, {live}); onControl(msg);
    * onState(state, {since}); onOpenFailure(): async, returns false to stop (e.g. session gone).
    */
   constructor({ getAfter, onEvent, onControl, onState, onOpenFailure }) {
@@ -104,7 +104,7 @@ export class Stream {
         this.goLive();
       } else if (msg.type === 'heartbeat' || msg.type === 'ping') {
         this.heartbeats = true;
-      } else if (typeof msg.seq === 'number' && typeof msg.type === 'string') {
+      } else if (typeof msg.cursor === 'string' && typeof msg.type === 'string') {
         this.onEvent(msg, { live: this.live });
       } else {
         this.onControl(msg);
@@ -122,7 +122,7 @@ export class Stream {
       this.setState(Date.now() - this.failingSince >= OFFLINE_AFTER_MS ? 'offline' : 'reconnecting');
       this.armOffline();
       this.resolveLiveWaiters(false);
-      // 4008: slow consumer, resume at once from our seq. 4001: our credential ended;
+      // 4008: slow consumer, resume at once from our cursor. 4001: our credential ended;
       // ask whether the session is still good (it is not: the sign-in screen) first.
       this.scheduleRetry((opened && e.code !== 4001) || e.code === 4008, e.code);
     };

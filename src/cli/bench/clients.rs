@@ -72,7 +72,7 @@ pub struct Shared {
     pub messages: AtomicU64,
     /// The first few reasons for connect errors and closes, for the report.
     pub reasons: Mutex<Vec<String>>,
-    /// `--reconnect`: clients that lost the hub and came back live (resumed by seq).
+    /// `--reconnect`: clients that lost the hub and came back live (resumed by cursor).
     pub reconnected: AtomicUsize,
     /// `--reconnect`: first disconnect and last return to live (`now()` units, 0 = never).
     pub first_down: AtomicU64,
@@ -124,7 +124,7 @@ impl Shared {
 }
 
 /// The top-level `type` of a stream message: the first `"type":"…"` in it, since
-/// events put `seq`, `at` and `type` before `data` and control messages start with it.
+/// events put `cursor`, `at` and `type` before `data` and control messages start with it.
 fn kind_of(text: &str) -> Option<&str> {
     const KEY: &str = "\"type\":\"";
     let start = text.find(KEY)? + KEY.len();
@@ -165,15 +165,17 @@ pub struct ClientSpec {
     pub token: String,
     /// Whether this client's principal may see the incidents the bench raises.
     pub visible: bool,
-    /// Reconnect after losing the hub, resuming with `?after=<last seq>`.
+    /// Reconnect after losing the hub, resuming with `?after=<last cursor>`.
     pub reconnect: bool,
 }
 
-/// The seq of an event, read without a JSON parse: events start `{"seq":N,`.
-fn seq_of(text: &str) -> Option<i64> {
-    let rest = text.strip_prefix("{\"seq\":")?;
-    let end = rest.find(|c: char| !c.is_ascii_digit())?;
-    rest[..end].parse().ok()
+/// The cursor of an event or `stream.live`, read without a JSON parse: both start
+/// `{"cursor":"…"` (events by their field order, control messages by sorted keys). A
+/// cursor is base64url: anything else is not one.
+fn cursor_of(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("{\"cursor\":\"")?;
+    let cursor = &rest[..rest.find('"')?];
+    cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_').then_some(cursor)
 }
 
 /// Runs one client until `stop` flips: connect (holding a `handshakes` permit so the
@@ -185,12 +187,12 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, handshakes: Arc<Semaphor
         Err(_) => return, // the semaphore is closed only when the bench gives up
     };
     // `--reconnect`: where to resume, and since when the hub has been lost.
-    let mut last_seq: Option<i64> = None;
+    let mut last_cursor: Option<String> = None;
     let mut down_since: Option<u64> = None;
     let give_up = Duration::from_secs(60);
     'connection: loop {
-        let url = match (spec.reconnect, last_seq) {
-            (true, Some(seq)) => format!("{}?after={seq}", spec.url),
+        let url = match (spec.reconnect, &last_cursor) {
+            (true, Some(cursor)) => format!("{}?after={cursor}", spec.url),
             _ => spec.url.clone(),
         };
         let request = match url.as_str().into_client_request() {
@@ -287,8 +289,10 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, handshakes: Arc<Semaphor
             // otherwise make the bench, not the hub, the bottleneck): serde_json writes the
             // top-level `type` before `data`, and only this run's titles carry the marker.
             let text = text.as_str();
-            if let Some(seq) = seq_of(text) {
-                last_seq = Some(seq);
+            if spec.reconnect
+                && let Some(cursor) = cursor_of(text)
+            {
+                last_cursor = Some(cursor.to_string());
             }
             let Some(kind) = kind_of(text) else { continue };
             match kind {
