@@ -65,7 +65,13 @@ impl Hub {
         let audience = Audience::of(content.tlp, &originator, &content.parties, &content.recipients);
         // Time-ordered ids (UUIDv7, 74 random bits): each raise's rows land at the end of
         // every index keyed by incident, instead of at random pages.
-        let incident = Incident::new(Uuid::now_v7(), reference::generate(4), originator, content, self.clock.now());
+        let incident = Incident::new(
+            crate::domain::incident::new_id(),
+            reference::generate(4),
+            originator,
+            content,
+            self.clock.now(),
+        );
 
         let escalation = plan_raise(&self.directory, &incident, &audience);
         let dedup_scope = match incident.dedup_key {

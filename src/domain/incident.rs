@@ -142,6 +142,14 @@ pub struct Incident {
     pub notes: Vec<Note>,
 }
 
+/// A new incident id: UUIDv7 (time-ordered, so the store's index stays local) with all of
+/// its other bits random. `Uuid::now_v7` would count: its bits after the millisecond are
+/// a counter shared by the process, so two ids a party sees within one millisecond would
+/// tell how many incidents hidden from it were raised in between.
+pub fn new_id() -> Uuid {
+    Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
+}
+
 impl Incident {
     /// A freshly raised incident: every addressed party pending.
     pub fn new(id: Uuid, reference: String, originator: Originator, content: Content, at: DateTime<Utc>) -> Self {
@@ -206,5 +214,20 @@ impl Incident {
     /// True once every addressed party has acknowledged.
     pub fn all_acknowledged(&self) -> bool {
         self.party_states.iter().all(|p| p.acknowledged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Ids made in one burst share their millisecond; what follows it must not count.
+    #[test]
+    fn ids_are_time_ordered_and_count_nothing() {
+        let ids: Vec<u128> = (0..2000).map(|_| super::new_id().as_u128()).collect();
+        let after_ms = |id: u128| id & ((1u128 << 80) - 1);
+        let same_ms: Vec<_> = ids.windows(2).filter(|w| w[0] >> 80 == w[1] >> 80).collect();
+        assert!(!same_ms.is_empty(), "a burst shares milliseconds");
+        let counted = same_ms.iter().filter(|w| after_ms(w[1]).wrapping_sub(after_ms(w[0])) < 1 << 34).count();
+        assert!(counted * 10 < same_ms.len(), "{counted} of {} neighbours look counted", same_ms.len());
+        assert!(ids.windows(2).all(|w| w[0] >> 80 <= w[1] >> 80), "ordered by millisecond");
     }
 }
