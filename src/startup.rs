@@ -92,6 +92,7 @@ impl Application {
             settings: settings.dispatch.clone(),
             public_url: settings.server.public_url.clone(),
             sms_reply_hint: settings.sms.gateway == "twilio",
+            page_ids: Cursors::page_ids(&cursor_secret(&store).await?),
         };
         Dispatcher::new(store.clone(), directory.clone(), bus.clone(), clock.clone(), gateways, dispatch)
             .spawn(shutdown_rx.clone());
@@ -158,8 +159,11 @@ pub async fn webhook_signing_key(settings: &Settings, store: &Arc<dyn Store>) ->
 /// The key viewers' cursors are sealed with: generated at first start and kept in the
 /// store, so every replica seals alike and cursors survive restarts.
 pub async fn cursors(store: &Arc<dyn Store>) -> anyhow::Result<Cursors> {
-    let secret = store.instance_secret(cursor::KEY_NAME, &crate::auth::secret::generate()).await?;
-    Ok(Cursors::new(&secret))
+    Ok(Cursors::new(&cursor_secret(store).await?))
+}
+
+async fn cursor_secret(store: &Arc<dyn Store>) -> anyhow::Result<String> {
+    store.instance_secret(cursor::KEY_NAME, &crate::auth::secret::generate()).await
 }
 
 /// Looks up each bot's webhook secret, HMAC-SHA256(signing key, bot id); None for ids

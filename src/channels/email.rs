@@ -1,7 +1,7 @@
 //! Email pages over SMTP (lettre, pooled, on rustls with the ring provider).
 //!
 //! Each page is a multipart/alternative message (text + HTML) with a Message-ID derived
-//! from the page, `<page-{outbox_id}-{incident}@focalpoint>`: a resend after a crash is the
+//! from the page, `<page-{page_id}-{incident}@focalpoint>`: a resend after a crash is the
 //! same message, so mail clients and relays that dedupe on Message-ID show it once.
 
 use std::sync::Arc;
@@ -95,9 +95,9 @@ impl SmtpGateway {
     }
 }
 
-/// `<page-{outbox_id}-{incident id}@focalpoint>`: the same for every resend of a page.
+/// `<page-{page_id}-{incident id}@focalpoint>`: the same for every resend of a page.
 pub fn message_id(page: &Page) -> String {
-    format!("<page-{}-{}@focalpoint>", page.outbox_id, page.incident.id)
+    format!("<page-{}-{}@focalpoint>", page.page_id, page.incident.id)
 }
 
 /// SMTP 4xx and connection trouble may pass; 5xx and client-side refusals will not.

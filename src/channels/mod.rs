@@ -37,6 +37,10 @@ pub use webhook::{SecretLookup, WebhookGateway};
 #[derive(Debug, Clone)]
 pub struct Page {
     pub outbox_id: i64,
+    /// The outbox id sealed (see [`crate::domain::cursor::Cursors::page_ids`]): what
+    /// recipients see, the same for every resend. The plain id numbers every page of the
+    /// hub, so a bot could count the pages that went to others.
+    pub page_id: String,
     /// Snapshot of the incident when the page was written.
     pub incident: Incident,
     pub recipient: FocalPoint,
@@ -378,6 +382,7 @@ steps = [{ notify = "level:1", wait = "5m", channels = ["sms"] }]
         let recipient = d.focal_point(recipient).cloned().expect("recipient in test network");
         Page {
             outbox_id: 42,
+            page_id: "p42".into(),
             incident,
             recipient,
             party: "TH".into(),

@@ -39,7 +39,7 @@ impl WebhookGateway {
 pub fn payload(page: &Page) -> serde_json::Value {
     serde_json::json!({
         "type": "page",
-        "page_id": page.outbox_id,
+        "page_id": page.page_id,
         "incident": page.incident,
         "party": page.party,
         "step": page.step,
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(json["incident"]["title"], testing::TITLE, "bots inside the audience get the full incident");
         assert_eq!(json["party"], "TH");
         assert_eq!(json["recipient"]["id"], "vn-bot");
-        assert_eq!(json["page_id"], 42);
+        assert_eq!(json["page_id"], "p42", "the sealed id, never the outbox row number");
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The name of the instance secret the cursor key derives from.
+/// The name of the instance secret the cursor keys derive from.
 pub const KEY_NAME: &str = "stream.cursor_key";
 
 /// The cursor of the log's start: `after=0` replays everything a viewer may see. It names
@@ -56,15 +56,25 @@ impl std::fmt::Debug for Cursors {
 pub struct BadCursor;
 
 impl Cursors {
-    /// Keys derived from the instance secret [`KEY_NAME`].
+    /// Event cursors, with keys derived from the instance secret [`KEY_NAME`].
     pub fn new(secret: &str) -> Cursors {
-        let derive = |purpose: &[u8]| {
+        Cursors::with_purpose(secret, "cursor")
+    }
+
+    /// Page ids for bots and email headers (outbox rows are numbered hub-wide too): the
+    /// same sealing under keys of their own, so a page id never opens as a position.
+    pub fn page_ids(secret: &str) -> Cursors {
+        Cursors::with_purpose(secret, "page id")
+    }
+
+    fn with_purpose(secret: &str, purpose: &str) -> Cursors {
+        let derive = |part: &str| {
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-            mac.update(purpose);
+            mac.update(format!("focalpoint {purpose} {part}").as_bytes());
             let key = mac.finalize().into_bytes();
             Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length")
         };
-        Cursors { tag: derive(b"focalpoint cursor tag"), mask: derive(b"focalpoint cursor mask") }
+        Cursors { tag: derive("tag"), mask: derive("mask") }
     }
 
     pub fn seal(&self, seq: i64) -> String {
@@ -152,5 +162,7 @@ mod tests {
         }
         // The same key seals alike on every replica.
         assert_eq!(Cursors::new("fp_a").seal(5), mine.seal(5));
+        // A page id is not a cursor.
+        assert_eq!(mine.open(&Cursors::page_ids("fp_a").seal(5)), Err(BadCursor));
     }
 }

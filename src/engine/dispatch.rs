@@ -38,6 +38,7 @@ use crate::channels::{Gateways, Page, SendError};
 use crate::clock::Clock;
 use crate::config::DispatchSettings;
 use crate::directory::{Channel, Directory};
+use crate::domain::cursor::Cursors;
 use crate::store::{AckToken, OutboxPage, PageResult, Store};
 use crate::telemetry::names;
 
@@ -68,6 +69,7 @@ pub struct Dispatcher {
     public_url: String,
     /// True when SMS replies can acknowledge (the Twilio gateway is configured).
     sms_reply_hint: bool,
+    page_ids: Cursors,
     /// Recent send times per destination (phone, address, URL), for throttling.
     recent: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
 }
@@ -78,6 +80,8 @@ pub struct DispatchConfig {
     pub settings: DispatchSettings,
     pub public_url: String,
     pub sms_reply_hint: bool,
+    /// Seals outbox ids into the page ids recipients see.
+    pub page_ids: Cursors,
 }
 
 impl Dispatcher {
@@ -99,6 +103,7 @@ impl Dispatcher {
             settings: config.settings,
             public_url: config.public_url.trim_end_matches('/').to_string(),
             sms_reply_hint: config.sms_reply_hint,
+            page_ids: config.page_ids,
             recent: Mutex::new(HashMap::new()),
         })
     }
@@ -264,6 +269,7 @@ impl Dispatcher {
         };
         let page = Page {
             outbox_id: row.id,
+            page_id: self.page_ids.seal(row.id),
             incident,
             recipient,
             party: row.party.clone(),

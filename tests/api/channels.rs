@@ -63,6 +63,7 @@ fn page(d: &Directory, tlp: Tlp) -> Page {
     let incident = Incident::new(uuid::Uuid::new_v4(), "K7Q2".into(), originator, content, chrono::Utc::now());
     Page {
         outbox_id: 7,
+        page_id: focalpoint::domain::cursor::Cursors::page_ids("fp_test").seal(7),
         incident,
         recipient: d.focal_point("th-drugs").cloned().expect("recipient"),
         party: "TH".into(),
@@ -115,7 +116,7 @@ async fn delivers_multipart_pointer_email_with_stable_message_id() {
     let d = directory();
     let page = page(&d, Tlp::Amber);
     let sent = gateway(&smtp, d).send(&page).await.expect("delivered");
-    let id = format!("<page-7-{}@focalpoint>", page.incident.id);
+    let id = format!("<page-{}-{}@focalpoint>", page.page_id, page.incident.id);
     assert_eq!(sent.provider_id.as_deref(), Some(id.as_str()));
 
     let got = smtp.wait_for(1, Duration::from_secs(5)).await;

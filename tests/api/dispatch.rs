@@ -366,4 +366,10 @@ async fn bots_get_signed_escalations(backend: Backend) {
     ));
     let json: Value = serde_json::from_slice(&call.raw).expect("json");
     assert_eq!((json["incident"]["id"].as_str(), json["step"].as_u64()), (Some(id.as_str()), Some(1)));
+    // The page id is the outbox row sealed: the bot cannot count the pages sent to others.
+    let page_id = json["page_id"].as_str().expect("page_id is a string");
+    let row = p.outbox(&id).await.into_iter().find(|r| r.channel == "webhook").expect("the webhook row");
+    let secret = p.app.store.instance_secret(focalpoint::domain::cursor::KEY_NAME, "unused").await.expect("key");
+    assert_eq!(page_id, focalpoint::domain::cursor::Cursors::page_ids(&secret).seal(row.id));
+    assert_ne!(page_id, row.id.to_string());
 }
