@@ -151,7 +151,7 @@ mod tests {
         let gw = SmtpGateway::new(&settings(), d.clone()).expect("gateway");
         let page = testing::page(&d, "th-chief", Tlp::Amber);
         let raw = String::from_utf8(gw.message(&page).expect("message").formatted()).expect("ascii");
-        let id = "<page-42-00000000-0000-0000-0000-000000000000@focalpoint>";
+        let id = "<page-p42-00000000-0000-0000-0000-000000000000@focalpoint>";
         assert!(raw.contains(&format!("Message-ID: {id}")), "{raw}");
         assert!(raw.contains("X-Focalpoint-Ref: K7Q2") && raw.contains("X-Focalpoint-Incident: 00000000-"), "{raw}");
         assert!(raw.contains("multipart/alternative") && raw.contains("text/plain") && raw.contains("text/html"));
