@@ -94,7 +94,7 @@ async fn append_loop(pool: PgPool, mut queue: mpsc::Receiver<Box<dyn Pending>>, 
 
 /// One batch in one transaction; returns the head appended, if any.
 async fn append_batch(pool: &PgPool, batch: &mut [Box<dyn Pending>]) -> Result<Option<i64>> {
-    let mut tx = PgConn { conn: pool.begin().await?, head: None, tail: None };
+    let mut tx = PgConn::new(pool.begin().await?);
     // A unit alone needs no savepoint: if it fails, the whole transaction rolls back.
     let alone = batch.len() == 1;
     // Every statement here is a round trip under the log lock, which the whole cluster
@@ -142,8 +142,14 @@ impl Backend for PostgresBackend {
             self.appends.send(item).await.map_err(|_| anyhow::anyhow!("the PostgreSQL appender has stopped"))?;
             return batch::answer(answer).await;
         }
-        let mut tx = PgConn { conn: self.pool.begin().await?, head: None, tail: None };
-        match job(&mut tx).await {
+        let mut tx = PgConn::new(self.pool.begin().await?);
+        let mut outcome = job(&mut tx).await;
+        if outcome.is_ok()
+            && let Err(e) = tx.flush().await
+        {
+            outcome = Err(e);
+        }
+        match outcome {
             Ok(value) => {
                 let head = tx.head;
                 tx.conn.commit().await?;
@@ -160,7 +166,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn read<R: Send + 'static>(&self, job: Job<R>) -> Result<R> {
-        let mut conn = PgConn { conn: self.pool.acquire().await?, head: None, tail: None };
+        let mut conn = PgConn::new(self.pool.acquire().await?);
         job(&mut conn).await
     }
 
@@ -171,10 +177,66 @@ impl Backend for PostgresBackend {
 
 struct PgConn<C> {
     conn: C,
+    /// Statements held by [`Conn::defer`], sent as one before the next statement.
+    deferred: Vec<(String, Vec<Value>)>,
     /// The highest seq the current unit of work appended.
     head: Option<i64>,
     /// The last append of the current transaction ([`Conn::tail`]).
     tail: Option<(i64, [u8; 32])>,
+}
+
+impl<C> PgConn<C> {
+    fn new(conn: C) -> Self {
+        PgConn { conn, deferred: Vec::new(), head: None, tail: None }
+    }
+}
+
+/// Most parameters held deferred statements carry before they are sent: PostgreSQL takes
+/// at most 65,535 in one statement.
+const DEFERRED_PARAMS: usize = 30_000;
+
+/// Held statements as one: every one but the last a data-modifying CTE of the last, their
+/// placeholders numbered on. Each still runs exactly once, on one snapshot.
+fn combine(mut held: Vec<(String, Vec<Value>)>) -> (String, Vec<Value>) {
+    if held.len() == 1 {
+        return held.remove(0);
+    }
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    let last = held.len().saturating_sub(1);
+    for (i, (statement, values)) in held.into_iter().enumerate() {
+        match i {
+            0 if last > 0 => sql.push_str("WITH "),
+            _ if i == last => sql.push(' '),
+            _ => sql.push_str(", "),
+        }
+        if i < last {
+            sql.push_str(&format!("held{i} AS ("));
+        }
+        renumber(&mut sql, &statement, params.len());
+        if i < last {
+            sql.push(')');
+        }
+        params.extend(values);
+    }
+    (sql, params)
+}
+
+/// Appends `statement` to `out` with each `$n` placeholder moved up by `offset`. The
+/// store's statements are its own constants, with no `$` in a literal.
+fn renumber(out: &mut String, statement: &str, offset: usize) {
+    let mut rest = statement;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
 }
 
 fn bind<'q>(
@@ -218,19 +280,42 @@ impl<C: DerefMut<Target = PgConnection> + Send> Conn for PgConn<C> {
         Dialect::Postgres
     }
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        self.flush().await?;
         let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
         Ok(q.execute(&mut *self.conn).await?.rows_affected())
     }
     async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        self.flush().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut *self.conn).await?;
         Ok(())
     }
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        self.flush().await?;
         let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), params);
         let rows = q.fetch_all(&mut *self.conn).await?;
         let Some(first) = rows.first() else { return Ok(Vec::new()) };
         let names: std::sync::Arc<[String]> = first.columns().iter().map(|c| c.name().to_string()).collect();
         rows.iter().map(|r| row_of(r, &names)).collect()
+    }
+    async fn defer(&mut self, sql: &str, params: &[Value]) -> Result<()> {
+        let held: usize = self.deferred.iter().map(|(_, p)| p.len()).sum();
+        if held + params.len() > DEFERRED_PARAMS {
+            self.flush().await?;
+        }
+        self.deferred.push((sql.to_string(), params.to_vec()));
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<()> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let (sql, params) = combine(std::mem::take(&mut self.deferred));
+        // Prepared and cached like any statement: a unit of one kind defers the same
+        // shapes every time, and planning the combination anew cost more than its
+        // execution (a raise's seven INSERTs: 600 µs unprepared, 310 µs prepared).
+        let q = bind(sqlx::query(sqlx::AssertSqlSafe(sql)), &params);
+        q.execute(&mut *self.conn).await?;
+        Ok(())
     }
     fn appended(&mut self, seq: i64, hash: [u8; 32]) {
         self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
@@ -244,6 +329,25 @@ impl<C: DerefMut<Target = PgConnection> + Send> Conn for PgConn<C> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn held_statements_combine_into_one_with_placeholders_numbered_on() {
+        let held = vec![
+            ("INSERT INTO a (x, y) VALUES ($1, $2)".to_string(), vec![1i64.into(), 2i64.into()]),
+            ("INSERT INTO b (x) VALUES ($1), ($2) ON CONFLICT DO NOTHING".to_string(), vec![3i64.into(), 4i64.into()]),
+            ("INSERT INTO c (x) VALUES ($1)".to_string(), vec![5i64.into()]),
+        ];
+        let (sql, params) = super::combine(held);
+        assert_eq!(
+            sql,
+            "WITH held0 AS (INSERT INTO a (x, y) VALUES ($1, $2)), \
+             held1 AS (INSERT INTO b (x) VALUES ($3), ($4) ON CONFLICT DO NOTHING) \
+             INSERT INTO c (x) VALUES ($5)"
+        );
+        assert_eq!(params.len(), 5);
+        let one = vec![("INSERT INTO a (x) VALUES ($1)".to_string(), vec![1i64.into()])];
+        assert_eq!(super::combine(one).0, "INSERT INTO a (x) VALUES ($1)");
+    }
+
     #[test]
     fn redact_hides_the_password_only() {
         assert_eq!(super::redact("postgres://fp:secret@db:5432/fp"), "postgres://fp:***@db:5432/fp");

@@ -223,6 +223,13 @@ impl Conn for SqliteConn {
         Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
     }
 
+    async fn defer(&mut self, sql: &str, params: &[Value]) -> Result<()> {
+        // In-process: a statement costs no round trip, so nothing is gained by holding it.
+        self.execute(sql, params).await.map(|_| ())
+    }
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     async fn execute_script(&mut self, sql: &str) -> Result<()> {
         Ok(self.raw.execute_batch(sql)?)
     }

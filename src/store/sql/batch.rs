@@ -45,7 +45,13 @@ impl<R: Send + 'static> Pending for Item<R> {
     fn run<'a>(&'a mut self, conn: &'a mut dyn Conn) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let Some(job) = self.job.take() else { return false };
-            let outcome = job(conn).await;
+            let mut outcome = job(conn).await;
+            // What the unit deferred belongs to it: sent (and failing it) before it ends.
+            if outcome.is_ok()
+                && let Err(e) = conn.flush().await
+            {
+                outcome = Err(e);
+            }
             let ok = outcome.is_ok();
             self.outcome = Some(outcome);
             ok

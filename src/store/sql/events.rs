@@ -91,8 +91,7 @@ async fn insert(c: &mut dyn Conn, rows: usize, values: &[Value]) -> Result<()> {
         "INSERT INTO events (seq, at, type, incident_id, party, only_for, data, hash) VALUES {}",
         tuples(1, rows, 8)
     );
-    c.execute(&sql, values).await?;
-    Ok(())
+    c.defer(&sql, values).await
 }
 
 /// Appends one event; returns its seq.

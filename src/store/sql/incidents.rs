@@ -17,11 +17,12 @@ use crate::store::*;
 const CHUNK: usize = 100;
 
 /// Inserts `values` (rows of `width`) into `head` (`INSERT INTO t (…) VALUES`), in
-/// multi-row statements, with `tail` (e.g. a conflict clause) after each.
+/// multi-row statements, with `tail` (e.g. a conflict clause) after each; deferred
+/// ([`Conn::defer`]): these are new rows nobody counts.
 pub async fn insert_rows(c: &mut dyn Conn, head: &str, width: usize, values: &[Value], tail: &str) -> Result<()> {
     for chunk in values.chunks(width * CHUNK) {
         let sql = format!("{head} {}{tail}", super::tuples(1, chunk.len() / width, width));
-        c.execute(&sql, chunk).await?;
+        c.defer(&sql, chunk).await?;
     }
     Ok(())
 }
@@ -102,7 +103,7 @@ pub async fn raise(c: &mut dyn Conn, raise: RaiseRecord) -> Result<RaiseOutcome>
     let raised_seq = append_one(c, NewEvent::raised(&incident), at).await?;
     let id = incident.id.to_string();
     let content = serde_json::to_string(&incident.content())?;
-    c.execute(
+    c.defer(
         "INSERT INTO incidents (id, ref, originator_party, originator_officer, field, severity, severity_rank, tlp,
             status, state, dedup_key, content, raised_seq, raised_at, updated_at, closed_at, dedup_scope)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
@@ -153,7 +154,7 @@ pub async fn raise(c: &mut dyn Conn, raise: RaiseRecord) -> Result<RaiseOutcome>
     insert_rows(c, "INSERT INTO incident_audience (incident_id, key) VALUES", 2, &keys, " ON CONFLICT DO NOTHING")
         .await?;
     if let Some((principal, key, fingerprint)) = &idempotency {
-        c.execute(
+        c.defer(
             "INSERT INTO idempotency_keys (principal, key, fingerprint, incident_id, created_at)
              VALUES ($1, $2, $3, $4, $5)",
             &[principal.into(), key.into(), fingerprint.into(), (&id).into(), at.into()],

@@ -178,6 +178,14 @@ pub trait Conn: Send {
     async fn execute_script(&mut self, sql: &str) -> Result<()>;
     /// Runs a query (or a statement with RETURNING) and returns every row.
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
+    /// Runs an INSERT of new rows whose count nobody reads, now or a little later: a
+    /// backend may hold it and send what it holds as one statement before the unit's next
+    /// statement or its end (PostgreSQL: a raise's seven INSERTs are one round trip under
+    /// the log lock instead of seven). An error surfaces there and fails the unit alike.
+    /// Held statements run on one snapshot, so none may depend on another's rows.
+    async fn defer(&mut self, sql: &str, params: &[Value]) -> Result<()>;
+    /// Sends what [`Conn::defer`] holds; a unit of work ends with it (see `batch`).
+    async fn flush(&mut self) -> Result<()>;
     /// Remembers that this unit of work appended events up to `seq`, whose hash is
     /// `hash` (the backend announces the highest seq after commit).
     fn appended(&mut self, seq: i64, hash: [u8; 32]);
