@@ -13,6 +13,7 @@ use crate::api::{self, AppInner, AppState};
 use crate::auth::Authenticator;
 use crate::auth::ended::CredentialWatch;
 use crate::auth::limiter::{SignInLimiter, TokenLimiter};
+use crate::auth::recent::RecentTokens;
 use crate::bus::Bus;
 use crate::channels::{Gateways, SecretLookup, webhook};
 use crate::clock::{Clock, SystemClock};
@@ -79,7 +80,8 @@ impl Application {
             gauge_at: Default::default(),
         });
         engine.clone().spawn(shutdown_rx.clone());
-        let credentials = CredentialWatch::start(store.clone(), shutdown_rx.clone());
+        let recent_tokens = RecentTokens::default();
+        let credentials = CredentialWatch::start(store.clone(), recent_tokens.clone(), shutdown_rx.clone());
         // Pages leave through the outbox dispatcher (SMS, email, bot webhooks). Built here,
         // inside the runtime: the SMTP pool starts a task.
         let gateways = Gateways::from_settings(
@@ -100,7 +102,7 @@ impl Application {
         let limits = &settings.limits;
         let state = AppState::new(AppInner {
             hub,
-            auth: Authenticator::new(store, directory),
+            auth: Authenticator::new(store, directory, recent_tokens),
             feed,
             credentials,
             limiter: SignInLimiter::new(limits.signin_failures, Duration::from_secs(limits.signin_window_seconds)),

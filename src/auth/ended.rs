@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{broadcast, watch};
 
+use super::recent::RecentTokens;
 use crate::store::Store;
 
 /// WebSocket close code for a stream whose credential ended.
@@ -33,8 +34,13 @@ pub struct CredentialWatch {
 }
 
 impl CredentialWatch {
-    /// Starts watching `store` until `shutdown` flips.
-    pub fn start(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) -> Arc<CredentialWatch> {
+    /// Starts watching `store` until `shutdown` flips. Ended tokens are forgotten by
+    /// `recent` before their streams are told.
+    pub fn start(
+        store: Arc<dyn Store>,
+        recent: RecentTokens,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Arc<CredentialWatch> {
         let (tx, _) = broadcast::channel(64);
         let watch = Arc::new(CredentialWatch { tx: tx.clone() });
         tokio::spawn(async move {
@@ -50,6 +56,7 @@ impl CredentialWatch {
                 match store.ended_credentials(since, now).await {
                     Ok(ended) => {
                         if !ended.is_empty() {
+                            recent.forget(&ended);
                             // No receivers is fine: no streams are open here.
                             let _ = tx.send(Arc::new(ended));
                         }

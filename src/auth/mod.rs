@@ -4,6 +4,7 @@
 pub mod ended;
 pub mod limiter;
 pub mod password;
+pub mod recent;
 pub mod secret;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use chrono::Utc;
 use crate::directory::Directory;
 use crate::domain::principal::Principal;
 use crate::store::Store;
+use recent::RecentTokens;
 
 pub const SESSION_COOKIE: &str = "focalpoint_session";
 
@@ -26,14 +28,18 @@ pub struct Authenticator {
     /// When each token's use was last written to the store. Writing it on every request
     /// would add a write to every read; `token list` needs it to the hour, not the second.
     touched: Arc<Mutex<HashMap<Vec<u8>, Instant>>>,
+    /// Tokens verified a moment ago (see [`recent`]).
+    recent: RecentTokens,
 }
 
 /// How often a token's "last used" time is written, at most.
 const TOUCH_EVERY: Duration = Duration::from_secs(300);
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, directory: Arc<Directory>) -> Self {
-        Authenticator { store, directory, touched: Arc::default() }
+    /// `recent` is shared with the node's [`ended::CredentialWatch`], which forgets the
+    /// tokens that end.
+    pub fn new(store: Arc<dyn Store>, directory: Arc<Directory>, recent: RecentTokens) -> Self {
+        Authenticator { store, directory, touched: Arc::default(), recent }
     }
 
     /// The principal `id` if `given` is its password. Unknown accounts are verified
@@ -68,7 +74,11 @@ impl Authenticator {
             return Ok(None);
         }
         let hash = secret::hash(token);
+        if let Some(owner) = self.recent.owner(&hash) {
+            return Ok(self.principal(&owner));
+        }
         let Some(owner) = self.store.token_owner(&hash, Utc::now()).await? else { return Ok(None) };
+        self.recent.remember(&hash, &owner);
         if self.due_for_touch(&hash) {
             // Off the request's path: a failed write here must not refuse a valid token.
             let store = self.store.clone();
