@@ -227,9 +227,8 @@ async fn serve(
 ) {
     let keys = visibility::viewer_keys(&me);
     let metrics = telemetry::stream_metrics();
-    let cursors = app.hub.cursors().clone();
     // Close reasons name where to resume, as the client knows it.
-    let resume = |seq: i64| format!("resume after {}", cursors.seal(seq));
+    let resume = |seq: i64| format!("resume after {}", app.hub.cursors().seal(seq));
     // Subscribe first: see the module docs.
     let mut feed = app.feed.subscribe();
     let mut ended = app.credentials.subscribe();
@@ -259,7 +258,7 @@ async fn serve(
             };
             let n = batch.len();
             for event in batch {
-                let Ok(text) = serde_json::to_string(&event.shown(&cursors)) else {
+                let Ok(text) = serde_json::to_string(&event.shown(app.hub.cursors())) else {
                     continue;
                 };
                 if send(&mut sink, Message::Text(text.into())).await.is_err() {
@@ -274,7 +273,7 @@ async fn serve(
         }
     }
     let mut sent = last;
-    let live = json!({ "type": "stream.live", "cursor": cursors.seal(sent) }).to_string();
+    let live = json!({ "type": "stream.live", "cursor": app.hub.cursors().seal(sent) }).to_string();
     if send(&mut sink, Message::Text(live.into())).await.is_err() {
         return;
     }
