@@ -20,6 +20,7 @@
 //! `tests/api/store/` run every trait against both.
 
 pub mod postgres;
+mod recent;
 mod records;
 pub mod sql;
 pub mod sqlite;

@@ -37,6 +37,7 @@ use super::Result;
 use super::sql::batch::{self, Pending};
 use super::sql::store::SqlStore;
 use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
+use crate::domain::event::Event;
 
 /// Advisory lock key serialising appends ("fpevents" in ASCII).
 pub const LOG_LOCK: i64 = 0x6670_6576_656e_7473;
@@ -172,6 +173,10 @@ impl Backend for PostgresBackend {
 
     fn set_commit_hook(&self, hook: CommitHook) {
         self.hook.set(hook);
+    }
+
+    fn recent_after(&self, _after: i64, _limit: u32) -> Option<Vec<crate::store::FeedEvent>> {
+        None
     }
 }
 
@@ -324,6 +329,11 @@ impl<C: DerefMut<Target = PgConnection> + Send> Conn for PgConn<C> {
 
     fn tail(&self) -> Option<(i64, [u8; 32])> {
         self.tail
+    }
+
+    /// Replicas each follow the shared log: what one node appended is not the whole feed.
+    fn kept_events(&mut self) -> Option<&mut Vec<(Event, Option<String>)>> {
+        None
     }
 }
 

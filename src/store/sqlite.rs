@@ -37,11 +37,14 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use tokio::sync::{mpsc, oneshot};
 
-use super::CommitHook;
 use super::Result;
+use super::recent::RecentEvents;
 use super::sql::batch::{self, Pending};
+use super::sql::events;
 use super::sql::store::SqlStore;
 use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
+use super::{CommitHook, FeedEvent};
+use crate::domain::event::Event;
 
 /// Reader threads (and connections).
 const READERS: usize = 3;
@@ -74,7 +77,10 @@ pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let writer = connect(&path, synchronous_full).with_context(|| format!("opening SQLite database {path}"))?;
+    let mut writer = connect(&path, synchronous_full).with_context(|| format!("opening SQLite database {path}"))?;
+    writer.kept = Some(Vec::new());
+    let recent = Arc::new(RecentEvents::default());
+    let writer_recent = recent.clone();
     // The checkpointer below does this work, off the writer's commits.
     writer.raw.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
     let hook = Arc::new(HookCell::default());
@@ -85,7 +91,7 @@ pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
     let writer_restart = restart_wal.clone();
     std::thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || write_loop(writer, queue, writer_hook, writer_restart))
+        .spawn(move || write_loop(writer, queue, writer_hook, writer_restart, writer_recent))
         .context("starting the SQLite writer")?;
     let checkpointer = connect(&path, synchronous_full).with_context(|| format!("opening SQLite database {path}"))?;
     let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
@@ -93,7 +99,7 @@ pub async fn open(url: &str, synchronous_full: bool) -> Result<SqliteStore> {
         .name("sqlite-checkpoint".into())
         .spawn(move || checkpoint_loop(checkpointer, stopped, restart_wal))
         .context("starting the SQLite checkpointer")?;
-    let backend = SqliteBackend { jobs, readers: None, hook, _stop_checkpoints: stop_checkpoints };
+    let backend = SqliteBackend { jobs, readers: None, hook, recent, _stop_checkpoints: stop_checkpoints };
     backend.write(Write::Plain, super::sql::job(|c| Box::pin(schema::migrate(c)))).await?;
 
     let (reads, read_queue) = std::sync::mpsc::channel::<ReadItem>();
@@ -121,7 +127,7 @@ fn connect(path: &str, synchronous_full: bool) -> Result<SqliteConn> {
         if synchronous_full { "FULL" } else { "NORMAL" }
     ))?;
     raw.set_prepared_statement_cache_capacity(256);
-    Ok(SqliteConn { raw, head: None, tail: None })
+    Ok(SqliteConn { raw, head: None, tail: None, kept: None })
 }
 
 pub struct SqliteBackend {
@@ -129,6 +135,8 @@ pub struct SqliteBackend {
     /// None only while migrating, before the readers start.
     readers: Option<std::sync::mpsc::Sender<ReadItem>>,
     hook: Arc<HookCell>,
+    /// What the writer committed last, for the live feed.
+    recent: Arc<RecentEvents>,
     /// Dropped with the store, which ends the checkpointer.
     _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
@@ -156,6 +164,10 @@ impl Backend for SqliteBackend {
     fn set_commit_hook(&self, hook: CommitHook) {
         self.hook.set(hook);
     }
+
+    fn recent_after(&self, after: i64, limit: u32) -> Option<Vec<FeedEvent>> {
+        self.recent.after(after, limit)
+    }
 }
 
 /// A connection owned by the writer or a reader thread.
@@ -165,6 +177,8 @@ pub struct SqliteConn {
     head: Option<i64>,
     /// The last append of the current transaction ([`Conn::tail`]).
     tail: Option<(i64, [u8; 32])>,
+    /// The writer's: the events the current transaction appended ([`Conn::kept_events`]).
+    kept: Option<Vec<(Event, Option<String>)>>,
 }
 
 impl SqliteConn {
@@ -255,6 +269,10 @@ impl Conn for SqliteConn {
     fn tail(&self) -> Option<(i64, [u8; 32])> {
         self.tail
     }
+
+    fn kept_events(&mut self) -> Option<&mut Vec<(Event, Option<String>)>> {
+        self.kept.as_mut()
+    }
 }
 
 /// Runs a future on this thread to completion. The core's futures complete without
@@ -282,6 +300,7 @@ fn write_loop(
     mut queue: mpsc::Receiver<Box<dyn Pending>>,
     hook: Arc<HookCell>,
     restart_wal: Arc<AtomicBool>,
+    recent: Arc<RecentEvents>,
 ) {
     while let Some(first) = queue.blocking_recv() {
         if restart_wal.swap(false, Ordering::Relaxed) {
@@ -292,15 +311,19 @@ fn write_loop(
             }
         }
         let mut batch = batch::gather(first, &mut queue);
-        let commit = write_batch(&mut conn, &mut batch);
+        let commit = write_batch(&mut conn, &mut batch, &recent);
         batch::settle(batch, commit, &hook, "SQLite");
     }
 }
 
-/// Writes a batch in one transaction; returns the head appended, if any.
-fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<Option<i64>> {
+/// Writes a batch in one transaction; returns the head appended, if any. The events it
+/// appended go to `recent` after the commit, before the caller announces it.
+fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>], recent: &RecentEvents) -> Result<Option<i64>> {
     conn.control("BEGIN IMMEDIATE")?;
     conn.tail = None;
+    if let Some(kept) = &mut conn.kept {
+        kept.clear();
+    }
     // A unit alone needs no savepoint: if it fails, the whole transaction rolls back.
     let alone = batch.len() == 1;
     let mut head = None;
@@ -309,12 +332,16 @@ fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<
         for item in batch.iter_mut() {
             conn.head = None;
             let tail = conn.tail;
+            let appended = conn.kept.as_ref().map_or(0, Vec::len);
             if !alone {
                 conn.control("SAVEPOINT unit")?;
             }
             let ok = block_on(item.run(conn));
             if !ok {
                 conn.tail = tail;
+                if let Some(events) = &mut conn.kept {
+                    events.truncate(appended);
+                }
             }
             if !alone {
                 if !ok {
@@ -339,9 +366,22 @@ fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>]) -> Result<
             Ok(None)
         }
         Ok(()) => {
+            // Their audiences as this transaction leaves them; if that read fails, the feed
+            // reads these events from the store instead.
+            let appended = conn.kept.as_mut().map(std::mem::take).unwrap_or_default();
+            let shown = if appended.is_empty() {
+                None
+            } else {
+                block_on(events::with_audiences(conn, appended))
+                    .inspect_err(|e| tracing::debug!(error = %e, "no audiences for the feed from the writer"))
+                    .ok()
+            };
             if let Err(e) = conn.control("COMMIT") {
                 let _ = conn.raw.execute_batch("ROLLBACK");
                 return Err(e);
+            }
+            if let Some(shown) = shown {
+                recent.push(shown);
             }
             Ok(head)
         }

@@ -62,6 +62,17 @@ pub async fn append(c: &mut dyn Conn, events: &[(NewEvent, i64)]) -> Result<Opti
             &data,
         );
         prev = hash;
+        if let Some(kept) = c.kept_events() {
+            let shown = Event {
+                seq,
+                at: from_millis(*at_ms),
+                kind: event.kind,
+                incident: event.incident,
+                party: event.party.clone(),
+                data: event.data.clone(),
+            };
+            kept.push((shown, event.only_for.clone()));
+        }
         values.extend([
             seq.into(),
             (*at_ms).into(),
@@ -118,7 +129,7 @@ fn event_from_row(row: &Row) -> Result<(Event, Option<String>)> {
 }
 
 /// Attaches each event's incident audience (one query per few hundred incidents).
-async fn with_audiences(c: &mut dyn Conn, rows: Vec<(Event, Option<String>)>) -> Result<Vec<FeedEvent>> {
+pub async fn with_audiences(c: &mut dyn Conn, rows: Vec<(Event, Option<String>)>) -> Result<Vec<FeedEvent>> {
     let mut ids: Vec<String> = rows.iter().map(|(e, _)| e.incident.to_string()).collect();
     ids.sort();
     ids.dedup();

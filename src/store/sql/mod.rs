@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use super::{CommitHook, Result};
+use crate::domain::event::Event;
 
 /// A parameter or a column value. Nulls are typed, because PostgreSQL wants to know what
 /// a NULL parameter is.
@@ -193,6 +194,9 @@ pub trait Conn: Send {
     /// batch start from it instead of reading it again (nobody else can append while the
     /// transaction holds the log). A batch restores it when it rolls a unit back.
     fn tail(&self) -> Option<(i64, [u8; 32])>;
+    /// Where this connection keeps the events it appends, if its backend serves the live
+    /// feed from memory (the SQLite writer: see `store::recent`); None elsewhere.
+    fn kept_events(&mut self) -> Option<&mut Vec<(Event, Option<String>)>>;
 }
 
 impl dyn Conn + '_ {
@@ -266,6 +270,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn read<R: Send + 'static>(&self, job: Job<R>) -> Result<R>;
     /// Sets the hook told the new head after each commit that appended events.
     fn set_commit_hook(&self, hook: CommitHook);
+    /// The events after `after` from memory, if the backend holds all of them (see
+    /// `store::recent`); None: read them from the store.
+    fn recent_after(&self, after: i64, limit: u32) -> Option<Vec<crate::store::FeedEvent>>;
 }
 
 /// Where a backend keeps its commit hook (set once the bus exists, after the store).

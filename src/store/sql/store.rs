@@ -91,6 +91,9 @@ impl<B: Backend> EventLog for SqlStore<B> {
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<FeedEvent>> {
+        if let Some(events) = self.backend.recent_after(after, limit) {
+            return Ok(events);
+        }
         unit!(self, read, |c| events::all_after(c, after, limit).await)
     }
 
