@@ -17,7 +17,8 @@
 //!
 //! Backends: [`sqlite`] (embedded default) and [`postgres`] (several replicas), each a
 //! [`sql::Backend`] under the one SQL core in [`sql`]. The contract suites in
-//! `tests/api/store/` run every trait against both.
+//! `tests/api/store/` run every trait against both. The embedded writer also keeps what it
+//! just committed for the live feed (`recent`), so the feed need not read it back.
 
 pub mod postgres;
 mod recent;
