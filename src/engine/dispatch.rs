@@ -20,16 +20,15 @@
 //!   makes the party's escalation timer due now (see [`Store::record_page`]).
 //! - A page of a closed incident or of a party that acknowledged is cancelled, not sent.
 //! - At most `dispatch.per_destination_per_minute` pages per minute go to one phone
-//!   number, address or bot URL from this node; more are deferred, never dropped.
+//!   number, address or bot URL from this node; more are deferred to slots of their own,
+//!   never dropped ([`super::throttle`]).
 //!   (Counted per node: replicas each keep their own window.)
 //! - Identical pending sms/email pages are merged when claimed (the store does it).
 //! - Due times come from the injected [`Clock`], so tests fast-forward retries.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::auth::secret;
@@ -39,6 +38,7 @@ use crate::clock::Clock;
 use crate::config::DispatchSettings;
 use crate::directory::{Channel, Directory};
 use crate::domain::cursor::Cursors;
+use crate::engine::throttle::Throttle;
 use crate::store::{AckToken, OutboxPage, PageResult, Store};
 use crate::telemetry::names;
 
@@ -51,8 +51,6 @@ const BASE_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// The shortest wait honoured for a `Retry-After` (a provider saying 0 is not a busy loop).
 const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// The throttling window.
-const WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// Longest failure reason kept in the outbox and the timeline.
 const MAX_REASON: usize = 300;
 
@@ -70,8 +68,8 @@ pub struct Dispatcher {
     /// True when SMS replies can acknowledge (the Twilio gateway is configured).
     sms_reply_hint: bool,
     page_ids: Cursors,
-    /// Recent send times per destination (phone, address, URL), for throttling.
-    recent: Mutex<HashMap<String, VecDeque<DateTime<Utc>>>>,
+    /// Sends per destination (phone, address, URL) within the minute.
+    throttle: Throttle,
 }
 
 /// What the dispatcher needs besides the hub's shared parts.
@@ -100,11 +98,11 @@ impl Dispatcher {
             clock,
             gateways,
             owner: config.owner,
+            throttle: Throttle::new(config.settings.per_destination_per_minute),
             settings: config.settings,
             public_url: config.public_url.trim_end_matches('/').to_string(),
             sms_reply_hint: config.sms_reply_hint,
             page_ids: config.page_ids,
-            recent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -259,11 +257,6 @@ impl Dispatcher {
             Channel::Webhook => recipient.webhook_url.clone(),
             Channel::Dashboard => None,
         };
-        // A throttled destination waits before anything is read: in a flood of pages to
-        // one phone, most are deferred, and each would have loaded its incident for nothing.
-        if let Some(at) = destination.as_deref().and_then(|d| self.quota_full(d, now)) {
-            return PageResult::Deferred { at };
-        }
         let incident = match self.store.incident(row.incident).await {
             Ok(Some((incident, _))) => incident,
             Ok(None) => return PageResult::Cancelled { reason: "incident not found".into() },
@@ -275,7 +268,7 @@ impl Dispatcher {
         if incident.party_state(&row.party).is_some_and(|p| p.acknowledged) {
             return PageResult::Cancelled { reason: "party acknowledged".into() };
         }
-        if let Some(at) = destination.and_then(|d| self.throttled(&d, now)) {
+        if let Some(at) = destination.and_then(|d| self.throttle.take(&d, now)) {
             return PageResult::Deferred { at };
         }
         let ack_url = if channel == Channel::Email {
@@ -327,34 +320,6 @@ impl Dispatcher {
             }
             Err(SendError::Permanent { reason }) => PageResult::Failed { reason: redact(&reason) },
         }
-    }
-
-    /// When the destination already got its quota within the window: the time a slot
-    /// frees up. Counts nothing.
-    fn quota_full(&self, destination: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let live = recent.get(destination)?.iter().skip_while(|t| **t <= now - WINDOW);
-        let first = live.clone().next().copied();
-        if live.count() >= self.settings.per_destination_per_minute as usize { first.map(|t| t + WINDOW) } else { None }
-    }
-
-    /// When the destination already got its quota within the window: the time a slot
-    /// frees up. Otherwise counts this send and returns None.
-    fn throttled(&self, destination: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget idle destinations so the map does not grow without bound.
-        if recent.len() > 10_000 {
-            recent.retain(|_, times| times.back().is_some_and(|t| *t > now - WINDOW));
-        }
-        let times = recent.entry(destination.to_string()).or_default();
-        while times.front().is_some_and(|t| *t <= now - WINDOW) {
-            times.pop_front();
-        }
-        if times.len() >= self.settings.per_destination_per_minute as usize {
-            return times.front().map(|first| *first + WINDOW);
-        }
-        times.push_back(now);
-        None
     }
 }
 
