@@ -36,7 +36,7 @@ use super::CommitHook;
 use super::Result;
 use super::sql::batch::{self, Pending};
 use super::sql::store::SqlStore;
-use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
+use super::sql::{Appends, Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
 use crate::domain::event::Event;
 
 /// Advisory lock key serialising appends ("fpevents" in ASCII).
@@ -106,11 +106,11 @@ async fn append_batch(pool: &PgPool, batch: &mut [Box<dyn Pending>]) -> Result<O
     let (mut head, mut kept) = (None, 0);
     let last = batch.len().saturating_sub(1);
     for (i, item) in batch.iter_mut().enumerate() {
-        tx.head = None;
-        let tail = tx.tail;
+        tx.appends.head = None;
+        let tail = tx.appends.tail;
         let ok = item.run(&mut tx).await;
         if !ok {
-            tx.tail = tail;
+            tx.appends.tail = tail;
         }
         if !alone {
             let next = match (ok, i == last) {
@@ -124,7 +124,7 @@ async fn append_batch(pool: &PgPool, batch: &mut [Box<dyn Pending>]) -> Result<O
         }
         if ok {
             kept += 1;
-            head = head.max(tx.head);
+            head = head.max(tx.appends.head);
         }
     }
     if kept == 0 {
@@ -152,7 +152,7 @@ impl Backend for PostgresBackend {
         }
         match outcome {
             Ok(value) => {
-                let head = tx.head;
+                let head = tx.appends.head;
                 tx.conn.commit().await?;
                 if let Some(head) = head {
                     self.hook.announce(head);
@@ -184,15 +184,13 @@ struct PgConn<C> {
     conn: C,
     /// Statements held by [`Conn::defer`], sent as one before the next statement.
     deferred: Vec<(String, Vec<Value>)>,
-    /// The highest seq the current unit of work appended.
-    head: Option<i64>,
-    /// The last append of the current transaction ([`Conn::tail`]).
-    tail: Option<(i64, [u8; 32])>,
+    /// What the current unit and transaction appended.
+    appends: Appends,
 }
 
 impl<C> PgConn<C> {
     fn new(conn: C) -> Self {
-        PgConn { conn, deferred: Vec::new(), head: None, tail: None }
+        PgConn { conn, deferred: Vec::new(), appends: Appends::default() }
     }
 }
 
@@ -323,12 +321,11 @@ impl<C: DerefMut<Target = PgConnection> + Send> Conn for PgConn<C> {
         Ok(())
     }
     fn appended(&mut self, seq: i64, hash: [u8; 32]) {
-        self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
-        self.tail = Some((seq, hash));
+        self.appends.record(seq, hash);
     }
 
     fn tail(&self) -> Option<(i64, [u8; 32])> {
-        self.tail
+        self.appends.tail
     }
 
     /// Replicas each follow the shared log: what one node appended is not the whole feed.

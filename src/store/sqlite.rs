@@ -42,7 +42,7 @@ use super::recent::RecentEvents;
 use super::sql::batch::{self, Pending};
 use super::sql::events;
 use super::sql::store::SqlStore;
-use super::sql::{Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
+use super::sql::{Appends, Backend, Conn, Dialect, HookCell, Job, Row, Value, Write, schema};
 use super::{CommitHook, FeedEvent};
 use crate::domain::event::Event;
 
@@ -127,7 +127,7 @@ fn connect(path: &str, synchronous_full: bool) -> Result<SqliteConn> {
         if synchronous_full { "FULL" } else { "NORMAL" }
     ))?;
     raw.set_prepared_statement_cache_capacity(256);
-    Ok(SqliteConn { raw, head: None, tail: None, kept: None })
+    Ok(SqliteConn { raw, appends: Appends::default(), kept: None })
 }
 
 pub struct SqliteBackend {
@@ -173,10 +173,8 @@ impl Backend for SqliteBackend {
 /// A connection owned by the writer or a reader thread.
 pub struct SqliteConn {
     raw: rusqlite::Connection,
-    /// The highest seq the current unit of work appended.
-    head: Option<i64>,
-    /// The last append of the current transaction ([`Conn::tail`]).
-    tail: Option<(i64, [u8; 32])>,
+    /// What the current unit and transaction appended.
+    appends: Appends,
     /// The writer's: the events the current transaction appended ([`Conn::kept_events`]).
     kept: Option<Vec<(Event, Option<String>)>>,
 }
@@ -262,12 +260,11 @@ impl Conn for SqliteConn {
     }
 
     fn appended(&mut self, seq: i64, hash: [u8; 32]) {
-        self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
-        self.tail = Some((seq, hash));
+        self.appends.record(seq, hash);
     }
 
     fn tail(&self) -> Option<(i64, [u8; 32])> {
-        self.tail
+        self.appends.tail
     }
 
     fn kept_events(&mut self) -> Option<&mut Vec<(Event, Option<String>)>> {
@@ -320,7 +317,7 @@ fn write_loop(
 /// appended go to `recent` after the commit, before the caller announces it.
 fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>], recent: &RecentEvents) -> Result<Option<i64>> {
     conn.control("BEGIN IMMEDIATE")?;
-    conn.tail = None;
+    conn.appends.tail = None;
     if let Some(kept) = &mut conn.kept {
         kept.clear();
     }
@@ -330,15 +327,15 @@ fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>], recent: &R
     let mut kept = 0;
     let mut run = || -> Result<()> {
         for item in batch.iter_mut() {
-            conn.head = None;
-            let tail = conn.tail;
+            conn.appends.head = None;
+            let tail = conn.appends.tail;
             let appended = conn.kept.as_ref().map_or(0, Vec::len);
             if !alone {
                 conn.control("SAVEPOINT unit")?;
             }
             let ok = block_on(item.run(conn));
             if !ok {
-                conn.tail = tail;
+                conn.appends.tail = tail;
                 if let Some(events) = &mut conn.kept {
                     events.truncate(appended);
                 }
@@ -351,7 +348,7 @@ fn write_batch(conn: &mut SqliteConn, batch: &mut [Box<dyn Pending>], recent: &R
             }
             if ok {
                 kept += 1;
-                head = head.max(conn.head);
+                head = head.max(conn.appends.head);
             }
         }
         Ok(())

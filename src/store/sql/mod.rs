@@ -169,6 +169,23 @@ impl Dialect {
     }
 }
 
+/// What a unit of work and its transaction appended, as both backends' connections keep it
+/// for [`Conn::appended`] and [`Conn::tail`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Appends {
+    /// The highest seq the current unit of work appended (the batch resets it per unit).
+    pub head: Option<i64>,
+    /// The last append of the current transaction.
+    pub tail: Option<(i64, [u8; 32])>,
+}
+
+impl Appends {
+    pub fn record(&mut self, seq: i64, hash: [u8; 32]) {
+        self.head = Some(self.head.map_or(seq, |h| h.max(seq)));
+        self.tail = Some((seq, hash));
+    }
+}
+
 /// A connection inside a unit of work. Statements use `$1`, `$2`, … placeholders.
 #[async_trait]
 pub trait Conn: Send {
