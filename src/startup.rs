@@ -62,7 +62,8 @@ impl Application {
         let announce = bus.clone();
         store.on_commit(Arc::new(move |seq| announce.publish(seq)));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let cursors = cursors(&store).await?;
+        let cursor_secret = cursor_secret(&store).await?;
+        let cursors = Cursors::new(&cursor_secret);
         let feed = Feed::start(
             store.clone(),
             bus.clone(),
@@ -94,7 +95,7 @@ impl Application {
             settings: settings.dispatch.clone(),
             public_url: settings.server.public_url.clone(),
             sms_reply_hint: settings.sms.gateway == "twilio",
-            page_ids: Cursors::page_ids(&cursor_secret(&store).await?),
+            page_ids: Cursors::page_ids(&cursor_secret),
         };
         Dispatcher::new(store.clone(), directory.clone(), bus.clone(), clock.clone(), gateways, dispatch)
             .spawn(shutdown_rx.clone());

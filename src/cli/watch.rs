@@ -25,10 +25,8 @@ pub struct WatchArgs {
     json: bool,
 }
 
-/// A cursor is base64url (or `0`): anything else cannot be one, and would need escaping
-/// in the URL.
 fn cursor_arg(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if crate::domain::cursor::looks_like(s) {
         Ok(s.to_string())
     } else {
         Err("not a cursor: use the `cursor` of an event or list, or 0 for the start".into())

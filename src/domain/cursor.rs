@@ -128,6 +128,12 @@ fn first8(bytes: &[u8]) -> [u8; 8] {
     out
 }
 
+/// Whether `s` could be a cursor (base64url, or [`START`]) without opening it: for clients
+/// that pass one on in a URL, where anything else would need escaping.
+pub fn looks_like(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

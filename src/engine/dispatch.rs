@@ -240,6 +240,17 @@ impl Dispatcher {
             at: now + chrono::TimeDelta::seconds(5),
             error: redact(&format!("{what}: {e}")),
         };
+        let incident = match self.store.incident(row.incident).await {
+            Ok(Some((incident, _))) => incident,
+            Ok(None) => return PageResult::Cancelled { reason: "incident not found".into() },
+            Err(e) => return retry_soon("store", e),
+        };
+        if !incident.state.is_active() {
+            return PageResult::Cancelled { reason: format!("incident {}", incident.state) };
+        }
+        if incident.party_state(&row.party).is_some_and(|p| p.acknowledged) {
+            return PageResult::Cancelled { reason: "party acknowledged".into() };
+        }
         let Some(channel) = Channel::parse(&row.channel) else {
             return PageResult::Failed { reason: format!("unknown channel {:?}", row.channel) };
         };
@@ -257,17 +268,6 @@ impl Dispatcher {
             Channel::Webhook => recipient.webhook_url.clone(),
             Channel::Dashboard => None,
         };
-        let incident = match self.store.incident(row.incident).await {
-            Ok(Some((incident, _))) => incident,
-            Ok(None) => return PageResult::Cancelled { reason: "incident not found".into() },
-            Err(e) => return retry_soon("store", e),
-        };
-        if !incident.state.is_active() {
-            return PageResult::Cancelled { reason: format!("incident {}", incident.state) };
-        }
-        if incident.party_state(&row.party).is_some_and(|p| p.acknowledged) {
-            return PageResult::Cancelled { reason: "party acknowledged".into() };
-        }
         if let Some(at) = destination.and_then(|d| self.throttle.take(&d, now)) {
             return PageResult::Deferred { at };
         }

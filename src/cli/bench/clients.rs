@@ -175,7 +175,7 @@ pub struct ClientSpec {
 fn cursor_of(text: &str) -> Option<&str> {
     let rest = text.strip_prefix("{\"cursor\":\"")?;
     let cursor = &rest[..rest.find('"')?];
-    cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_').then_some(cursor)
+    crate::domain::cursor::looks_like(cursor).then_some(cursor)
 }
 
 /// Runs one client until `stop` flips: connect (holding a `handshakes` permit so the
